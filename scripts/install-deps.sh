@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs every Debian package Hangar needs to build, test and run. Idempotent: packages
+# already present are skipped, and apt is only asked when something is missing.
+set -euo pipefail
+
+# Build toolchain and libraries (see docs/adr/0002-dependencies.md).
+BUILD_PKGS=(
+  build-essential g++ cmake ninja-build pkg-config git ca-certificates
+  libboost1.81-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
+  libsqlite3-dev libseccomp-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
+  clang-format clang-tidy
+)
+# Tools the tests and benchmarks drive as real peers.
+TEST_PKGS=(curl wrk nginx-light procps iproute2 util-linux e2fsprogs python3)
+
+want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}")
+if [[ -n "${HANGAR_EXTRA_PKGS:-}" ]]; then
+  read -r -a extra <<<"${HANGAR_EXTRA_PKGS}"
+  want+=("${extra[@]}")
+fi
+
+missing=()
+for p in "${want[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#want[@]} packages present"
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps: missing packages (${missing[*]}); run as root" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# nginx-light starts a system service on install; the benchmarks run their own instance.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+echo "install-deps: done"
