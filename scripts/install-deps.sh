@@ -7,11 +7,13 @@ set -euo pipefail
 BUILD_PKGS=(
   build-essential g++ cmake ninja-build pkg-config git ca-certificates
   libboost1.81-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
-  libsqlite3-dev libseccomp-dev libgtest-dev libgmock-dev googletest libbenchmark-dev
+  libsqlite3-dev libseccomp-dev libarchive-dev libssl-dev
+  libgtest-dev libgmock-dev googletest libbenchmark-dev
   clang-format clang-tidy
 )
-# Tools the tests and benchmarks drive as real peers.
-TEST_PKGS=(curl wrk nginx-light procps iproute2 util-linux e2fsprogs python3)
+# Tools the node runtime drives (templates, disks) and that tests and benchmarks use as real peers.
+TEST_PKGS=(curl wrk nginx-light procps iproute2 util-linux e2fsprogs python3 python3-jsonschema python3-yaml
+  busybox-static uidmap mmdebstrap umoci)
 
 want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}")
 if [[ -n "${HANGAR_EXTRA_PKGS:-}" ]]; then

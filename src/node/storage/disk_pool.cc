@@ -1,0 +1,143 @@
+#include "hangar/storage/disk_pool.h"
+
+#include <chrono>
+
+#include <fmt/format.h>
+
+#include "hangar/base/log.h"
+#include "hangar/base/tempdir.h"
+#include "hangar/storage/recovery.h"
+#include "storage_util.h"
+
+namespace hangar::storage {
+
+Result<std::unique_ptr<DiskPool>> DiskPool::Create(DiskPoolOptions options) {
+  if (options.data_dir.empty()) return Status::InvalidArgument("disk pool data_dir is empty");
+  for (const auto& [size, count] : options.targets) {
+    if (size == 0) return Status::InvalidArgument("disk pool target for size 0 MiB");
+  }
+  HANGAR_TRY(MakeDirs(DisksDir(options.data_dir)));
+  return std::unique_ptr<DiskPool>(new DiskPool(std::move(options)));
+}
+
+DiskPool::~DiskPool() {
+  Stop();
+  std::map<uint64_t, std::deque<Disk>> drained;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    drained.swap(ready_);
+  }
+  // ~Disk destroys each (unmounted anyway): detach + delete image.
+}
+
+std::string DiskPool::disks_dir() const { return DisksDir(options_.data_dir); }
+
+Result<Disk> DiskPool::MakeDisk(uint64_t size_mb) const {
+  const std::string image =
+      internal::JoinPath(disks_dir(), fmt::format("{}m-{}.img", size_mb, internal::RandomHex(8)));
+  HANGAR_ASSIGN_OR_RETURN(Disk disk, Disk::Create(image, size_mb, options_.format));
+  if (options_.attach) HANGAR_TRY(disk.Attach(options_.loop));
+  return disk;
+}
+
+Result<Disk> DiskPool::Take(uint64_t size_mb) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = ready_.find(size_mb);
+    if (it != ready_.end() && !it->second.empty()) {
+      Disk d = std::move(it->second.front());
+      it->second.pop_front();
+      ++stats_.hits;
+      cv_.notify_all();  // wake the refiller
+      return d;
+    }
+    ++stats_.misses;
+    cv_.notify_all();
+  }
+  // Cold path, outside the lock so other Takes are not held up by mkfs.
+  return MakeDisk(size_mb);
+}
+
+uint64_t DiskPool::NeediestSizeLocked() const {
+  uint64_t best = 0;
+  size_t best_deficit = 0;
+  for (const auto& [size, target] : options_.targets) {
+    size_t have = 0;
+    if (auto it = ready_.find(size); it != ready_.end()) have += it->second.size();
+    if (auto it = in_flight_.find(size); it != in_flight_.end()) have += it->second;
+    if (have < target && target - have > best_deficit) {
+      best = size;
+      best_deficit = target - have;
+    }
+  }
+  return best;
+}
+
+Result<size_t> DiskPool::Refill() {
+  size_t created = 0;
+  for (;;) {
+    uint64_t size;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      size = NeediestSizeLocked();
+      if (size == 0) return created;
+      ++in_flight_[size];
+    }
+    auto disk = MakeDisk(size);
+    std::lock_guard<std::mutex> lock(mu_);
+    --in_flight_[size];
+    if (!disk.ok()) {
+      ++stats_.failures;
+      return disk.status().With(fmt::format("refilling disk pool ({} MiB)", size));
+    }
+    ready_[size].push_back(std::move(*disk));
+    ++stats_.created;
+    ++created;
+  }
+}
+
+void DiskPool::StartBackgroundRefill() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (refiller_.joinable()) return;
+  stop_ = false;
+  refiller_ = std::thread([this] { RefillLoop(); });
+}
+
+void DiskPool::RefillLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    if (NeediestSizeLocked() == 0) {
+      cv_.wait(lock, [this] { return stop_ || NeediestSizeLocked() != 0; });
+      continue;
+    }
+    lock.unlock();
+    auto r = Refill();
+    lock.lock();
+    if (!r.ok()) {
+      log::Warn("disk pool refill failed; retrying in 1 s", {{"error", r.status().ToString()}});
+      cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; });
+    }
+  }
+}
+
+void DiskPool::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    cv_.notify_all();
+  }
+  if (refiller_.joinable()) refiller_.join();
+}
+
+size_t DiskPool::Ready(uint64_t size_mb) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = ready_.find(size_mb);
+  return it == ready_.end() ? 0 : it->second.size();
+}
+
+DiskPoolStats DiskPool::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+}  // namespace hangar::storage
