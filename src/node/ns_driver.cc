@@ -36,17 +36,6 @@
 
 namespace hangar::node {
 
-std::string_view StateName(SandboxState s) {
-  switch (s) {
-    case SandboxState::kCreating: return "creating";
-    case SandboxState::kRunning: return "running";
-    case SandboxState::kPaused: return "paused";
-    case SandboxState::kStopped: return "stopped";
-    case SandboxState::kFailed: return "failed";
-  }
-  return "unknown";
-}
-
 namespace {
 
 constexpr char kDriverName[] = "ns";

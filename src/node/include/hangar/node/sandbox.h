@@ -27,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "hangar/base/clock.h"
@@ -64,7 +65,16 @@ struct SandboxSpec {
 };
 
 enum class SandboxState { kCreating, kRunning, kPaused, kStopped, kFailed };
-std::string_view StateName(SandboxState s);
+constexpr std::string_view StateName(SandboxState s) {
+  switch (s) {
+    case SandboxState::kCreating: return "creating";
+    case SandboxState::kRunning: return "running";
+    case SandboxState::kPaused: return "paused";
+    case SandboxState::kStopped: return "stopped";
+    case SandboxState::kFailed: return "failed";
+  }
+  return "unknown";
+}
 
 // How the node reaches envd inside the sandbox.
 struct EnvdEndpoint {
