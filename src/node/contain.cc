@@ -1,8 +1,11 @@
 #include "contain.h"
 
 #include <fcntl.h>
+#include <net/if.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -11,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include "hangar/node/mount.h"
 #include "hangar/node/userns.h"
 
 namespace hangar::node::internal {
@@ -54,7 +58,35 @@ int DoMount(const MountOp& op) noexcept {
   return -1;
 }
 
+// Brings up `lo` of the current network namespace. Allocation-free; 0 or an errno.
+int LoopbackUp() noexcept {
+  int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return errno;
+  ifreq ifr{};
+  __builtin_memcpy(ifr.ifr_name, "lo", 3);
+  int err = 0;
+  if (::ioctl(s, SIOCGIFFLAGS, &ifr) != 0) {
+    err = errno;
+  } else {
+    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+    if (::ioctl(s, SIOCSIFFLAGS, &ifr) != 0) err = errno;
+  }
+  ::close(s);
+  return err;
+}
+
 }  // namespace
+
+int RunMountOpsRaw(const ContainPlan& plan, size_t* failed) noexcept {
+  for (size_t i = 0; i < plan.mounts.size(); ++i) {
+    const MountOp& op = plan.mounts[i];
+    if (DoMount(op) != 0 && !(op.optional && errno == ENOENT)) {
+      *failed = i;
+      return errno;
+    }
+  }
+  return 0;
+}
 
 void RunContained(const ContainPlan& plan) noexcept {
   char go = 0;
@@ -64,16 +96,17 @@ void RunContained(const ContainPlan& plan) noexcept {
   } while (n < 0 && errno == EINTR);
   if (n != 1) Die(plan, kStepSync, n < 0 ? errno : EPIPE);
   ::close(plan.sync_fd);
+  // A session of its own: otherwise the sandbox keeps the node's controlling terminal (hangard
+  // started from a shell) and /dev/tty reads the operator's keystrokes and writes to the screen.
+  if (::setsid() < 0) Die(plan, kStepSession, errno);
 
   if (::unshare(CLONE_NEWCGROUP) != 0) Die(plan, kStepCgroupNs, errno);
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
     Die(plan, kStepPrivate, errno);
   }
-  for (size_t i = 0; i < plan.mounts.size(); ++i) {
-    const MountOp& op = plan.mounts[i];
-    if (DoMount(op) != 0 && !(op.optional && errno == ENOENT)) {
-      Die(plan, kMountBase + static_cast<int>(i), errno);
-    }
+  size_t failed_op = 0;
+  if (int e = RunMountOpsRaw(plan, &failed_op); e != 0) {
+    Die(plan, kMountBase + static_cast<int>(failed_op), e);
   }
 
   // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then removes
@@ -87,6 +120,10 @@ void RunContained(const ContainPlan& plan) noexcept {
       ::sethostname(plan.hostname, __builtin_strlen(plan.hostname)) != 0) {
     Die(plan, kStepHostname, errno);
   }
+
+  // Only host root can configure the new network namespace (its owner is the host's user
+  // namespace), so the sandbox's loopback is brought up here, before entering the sandbox's.
+  if (int e = LoopbackUp(); e != 0) Die(plan, kStepLoopback, e);
 
   if (::setns(plan.userns_fd, CLONE_NEWUSER) != 0) Die(plan, kStepUserns, errno);
   ::close(plan.userns_fd);
@@ -129,31 +166,30 @@ void RunContained(const ContainPlan& plan) noexcept {
   Die(plan, kStepExec, errno);
 }
 
+std::string DescribeMountOp(const MountOp& op) {
+  switch (op.kind) {
+    case MountOp::Kind::kMount:
+      return fmt::format("mount({}, {}, {}, {:#x}, {})", op.source ? op.source : "none",
+                         op.target, op.fstype ? op.fstype : "", op.flags, op.data ? op.data : "");
+    case MountOp::Kind::kRemount:
+      return fmt::format("mount({}, MS_REMOUNT|MS_BIND|{:#x})", op.target, op.flags);
+    case MountOp::Kind::kMkdir: return fmt::format("mkdir({})", op.target);
+    case MountOp::Kind::kTouch: return fmt::format("creat({})", op.target);
+    case MountOp::Kind::kSymlink: return fmt::format("symlink({}, {})", op.source, op.target);
+  }
+  return "?";
+}
+
 Status DescribeFailure(const ContainPlan& plan, const ContainFailure& f) {
   std::string what;
   if (f.step >= kMountBase) {
     size_t i = static_cast<size_t>(f.step - kMountBase);
-    if (i < plan.mounts.size()) {
-      const MountOp& op = plan.mounts[i];
-      switch (op.kind) {
-        case MountOp::Kind::kMount:
-          what = fmt::format("mount({}, {}, {}, {:#x}, {})", op.source ? op.source : "none",
-                             op.target, op.fstype ? op.fstype : "", op.flags,
-                             op.data ? op.data : "");
-          break;
-        case MountOp::Kind::kRemount:
-          what = fmt::format("mount({}, MS_REMOUNT|MS_BIND|{:#x})", op.target, op.flags);
-          break;
-        case MountOp::Kind::kMkdir: what = fmt::format("mkdir({})", op.target); break;
-        case MountOp::Kind::kTouch: what = fmt::format("creat({})", op.target); break;
-        case MountOp::Kind::kSymlink:
-          what = fmt::format("symlink({}, {})", op.source, op.target);
-          break;
-      }
-    }
+    if (i < plan.mounts.size()) what = DescribeMountOp(plan.mounts[i]);
   } else {
     switch (f.step) {
       case kStepSync: what = "waiting for the parent"; break;
+      case kStepSession: what = "setsid()"; break;
+      case kStepLoopback: what = "ioctl(lo, SIOCSIFFLAGS, IFF_UP)"; break;
       case kStepCgroupNs: what = "unshare(CLONE_NEWCGROUP)"; break;
       case kStepPrivate: what = "mount(/, MS_REC|MS_PRIVATE)"; break;
       case kStepChdirRoot: what = fmt::format("chdir({})", plan.rootfs); break;
@@ -176,30 +212,54 @@ Status DescribeFailure(const ContainPlan& plan, const ContainFailure& f) {
 }
 
 void AddStandardMounts(ContainPlan& plan, const std::string& rootfs, gid_t tty_gid,
-                       uint64_t tmp_size_bytes) {
+                       uint64_t tmp_size_bytes, uint64_t shm_size_bytes) {
   using K = MountOp::Kind;
-  auto p = [&](std::string_view rel) { return plan.Keep(rootfs + std::string(rel)); };
+  auto p = [&](const std::string& rel) { return plan.Keep(rootfs + rel); };
   constexpr unsigned long kNoSuidDevExec = MS_NOSUID | MS_NODEV | MS_NOEXEC;
   auto& m = plan.mounts;
 
-  // /proc of the sandbox's own pid namespace.
+  // /dev first: the /proc masks below bind its /dev/null. Device nodes cannot be created in a
+  // user namespace, and need not be: the host's harmless character devices are bound in.
+  m.push_back({K::kMkdir, nullptr, p("/dev")});
+  m.push_back({K::kMount, "tmpfs", p("/dev"), "tmpfs", MS_NOSUID | MS_NOEXEC,
+               "mode=755,size=256k,nr_inodes=256"});
+  for (const std::string& dev : SandboxDeviceNodes()) {
+    const char* target = p("/dev/" + dev);
+    m.push_back({K::kTouch, nullptr, target, nullptr, 0, nullptr, 0666});
+    m.push_back({K::kMount, plan.Keep("/dev/" + dev), target, nullptr, MS_BIND, nullptr});
+  }
+  // A private devpts instance: the sandbox sees only its own ptys.
+  m.push_back({K::kMkdir, nullptr, p("/dev/pts")});
+  m.push_back({K::kMount, "devpts", p("/dev/pts"), "devpts", MS_NOSUID | MS_NOEXEC,
+               plan.Keep(fmt::format("newinstance,ptmxmode=0666,mode=0620,gid={}", tty_gid))});
+  m.push_back({K::kSymlink, "pts/ptmx", p("/dev/ptmx")});
+  m.push_back({K::kMkdir, nullptr, p("/dev/shm"), nullptr, 0, nullptr, 01777});
+  m.push_back({K::kMount, "shm", p("/dev/shm"), "tmpfs", kNoSuidDevExec,
+               plan.Keep(fmt::format("mode=1777,size={}", shm_size_bytes))});
+  m.push_back({K::kSymlink, "/proc/self/fd", p("/dev/fd")});
+  m.push_back({K::kSymlink, "/proc/self/fd/0", p("/dev/stdin")});
+  m.push_back({K::kSymlink, "/proc/self/fd/1", p("/dev/stdout")});
+  m.push_back({K::kSymlink, "/proc/self/fd/2", p("/dev/stderr")});
+  // The directory cannot gain nodes; the bound nodes stay writable.
+  m.push_back({K::kRemount, nullptr, p("/dev"), nullptr, MS_RDONLY | MS_NOSUID | MS_NOEXEC,
+               nullptr});
+
+  // /proc of the sandbox's own pid namespace, with Docker's masked and read-only paths.
   m.push_back({K::kMkdir, nullptr, p("/proc")});
   m.push_back({K::kMount, "proc", p("/proc"), "proc", kNoSuidDevExec, nullptr});
-  // Docker's masked paths: kernel memory, keys, timers and the sysrq trigger read as empty.
-  for (const char* f : {"/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sysrq-trigger",
-                        "/proc/latency_stats", "/proc/sched_debug", "/proc/kallsyms"}) {
-    MountOp op{K::kMount, "/dev/null", p(f), nullptr, MS_BIND, nullptr};
+  const char* dev_null = p("/dev/null");
+  for (const std::string& rel : MaskedProcPaths()) {
+    struct stat st;
+    if (::lstat(("/proc/" + rel).c_str(), &st) != 0) continue;  // not in this kernel
+    MountOp op = S_ISDIR(st.st_mode)
+                     ? MountOp{K::kMount, "tmpfs", p("/proc/" + rel), "tmpfs",
+                               MS_RDONLY | kNoSuidDevExec, "size=0"}
+                     : MountOp{K::kMount, dev_null, p("/proc/" + rel), nullptr, MS_BIND, nullptr};
     op.optional = true;
     m.push_back(op);
   }
-  for (const char* d : {"/proc/acpi", "/proc/scsi"}) {
-    MountOp op{K::kMount, "tmpfs", p(d), "tmpfs", MS_RDONLY | kNoSuidDevExec, "size=0"};
-    op.optional = true;
-    m.push_back(op);
-  }
-  // Read-only: kernel tunables (incl. core_pattern), irq affinity, bus and fs settings.
-  for (const char* d : {"/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs"}) {
-    const char* path = p(d);
+  for (const std::string& rel : ReadOnlyProcPaths()) {
+    const char* path = p("/proc/" + rel);
     MountOp bind{K::kMount, path, path, nullptr, MS_BIND | MS_REC, nullptr};
     bind.optional = true;
     m.push_back(bind);
@@ -208,29 +268,10 @@ void AddStandardMounts(ContainPlan& plan, const std::string& rootfs, gid_t tty_g
     m.push_back(ro);
   }
 
-  // A minimal /dev: a few harmless character devices bound from the host, a private devpts.
-  m.push_back({K::kMkdir, nullptr, p("/dev")});
-  m.push_back({K::kMount, "tmpfs", p("/dev"), "tmpfs", MS_NOSUID | MS_NOEXEC,
-               "mode=755,size=256k,nr_inodes=256"});
-  for (const char* dev : {"null", "zero", "full", "random", "urandom", "tty"}) {
-    const char* target = p(std::string("/dev/") + dev);
-    m.push_back({K::kTouch, nullptr, target, nullptr, 0, nullptr, 0666});
-    m.push_back({K::kMount, plan.Keep(std::string("/dev/") + dev), target, nullptr, MS_BIND,
-                 nullptr});
-  }
-  m.push_back({K::kMkdir, nullptr, p("/dev/pts")});
-  m.push_back({K::kMount, "devpts", p("/dev/pts"), "devpts", MS_NOSUID | MS_NOEXEC,
-               plan.Keep(fmt::format("newinstance,ptmxmode=0666,mode=0620,gid={}", tty_gid))});
-  m.push_back({K::kSymlink, "pts/ptmx", p("/dev/ptmx")});
-  m.push_back({K::kMkdir, nullptr, p("/dev/shm")});
-  m.push_back({K::kMount, "shm", p("/dev/shm"), "tmpfs", kNoSuidDevExec,
-               "mode=1777,size=64m"});
-  m.push_back({K::kSymlink, "/proc/self/fd", p("/dev/fd")});
-  m.push_back({K::kSymlink, "/proc/self/fd/0", p("/dev/stdin")});
-  m.push_back({K::kSymlink, "/proc/self/fd/1", p("/dev/stdout")});
-  m.push_back({K::kSymlink, "/proc/self/fd/2", p("/dev/stderr")});
-  m.push_back({K::kRemount, nullptr, p("/dev"), nullptr, MS_RDONLY | MS_NOSUID | MS_NOEXEC,
-               nullptr});
+  // No sysfs: it describes the host's devices and has writable knobs. An empty read-only tmpfs
+  // keeps programs that probe /sys from tripping over a missing directory.
+  m.push_back({K::kMkdir, nullptr, p("/sys")});
+  m.push_back({K::kMount, "tmpfs", p("/sys"), "tmpfs", MS_RDONLY | kNoSuidDevExec, "size=0"});
 
   m.push_back({K::kMkdir, nullptr, p("/tmp"), nullptr, 0, nullptr, 01777});
   m.push_back({K::kMount, "tmpfs", p("/tmp"), "tmpfs", MS_NOSUID | MS_NODEV,

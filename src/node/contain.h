@@ -8,6 +8,7 @@
 // system call. The steps, in order:
 //
 //   1. wait for the parent (it has written the cgroup membership)      sync pipe
+//      and leave the node's session: no controlling terminal            setsid
 //   2. own cgroup namespace (its cgroup root is the sandbox's group)     unshare(CLONE_NEWCGROUP)
 //   3. stop mount propagation to and from the host                       mount(/,
 //   MS_REC|MS_PRIVATE)
@@ -15,6 +16,7 @@
 //      /dev, devpts, /dev/shm, /tmp — all below the prepared overlay
 //   5. make it the root and drop the host's                              pivot_root(".", ".")
 //   6. hostname = sandbox id                                             sethostname
+//      loopback up (the net namespace is owned by the host's user ns)    ioctl(SIOCSIFFLAGS)
 //   7. enter the sandbox's user namespace, become its root               setns(userns) +
 //   setres[ug]id
 //   8. rlimits, capability bounding set, no_new_privs                    caps.h
@@ -100,6 +102,8 @@ enum ContainStep : int {
   kStepFds,
   kStepSeccomp,
   kStepExec,
+  kStepSession,
+  kStepLoopback,
   kMountBase = 100,
 };
 
@@ -108,15 +112,24 @@ struct ContainFailure {
   int err = 0;
 };
 
+// Runs the plan's mount ops in order (step 4). Allocation-free. Returns 0, or an errno with
+// the failing op's index in *failed.
+int RunMountOpsRaw(const ContainPlan& plan, size_t* failed) noexcept;
+
 // Runs in the cloned child; never returns.
 [[noreturn]] void RunContained(const ContainPlan& plan) noexcept;
 
 // Parent side: the Status for a failure the child reported.
 Status DescribeFailure(const ContainPlan& plan, const ContainFailure& f);
 
-// Appends the standard sandbox root (proc, masks, dev, devpts, shm, tmp) below `rootfs` to the
-// plan. `tty_gid` is the host gid that is the sandbox's tty group.
+// Appends the standard sandbox root below `rootfs` to the plan: /proc with the masked and
+// read-only paths of mount.h, a minimal read-only /dev (the nodes of SandboxDeviceNodes(), a
+// private devpts, /dev/shm), an empty read-only /sys and a tmpfs /tmp. Which masked /proc
+// paths are files or directories is read from this host's /proc (the sandbox has the same
+// kernel). `tty_gid` is the host gid that is the sandbox's tty group.
 void AddStandardMounts(ContainPlan& plan, const std::string& rootfs, gid_t tty_gid,
-                       uint64_t tmp_size_bytes);
+                       uint64_t tmp_size_bytes, uint64_t shm_size_bytes = 64ull << 20);
+// Human description of one mount op, for errors.
+std::string DescribeMountOp(const MountOp& op);
 
 }  // namespace hangar::node::internal

@@ -14,6 +14,7 @@
 //    /proc/bus, /proc/fs, /proc/sysrq-trigger read-only. /sys = empty read-only tmpfs.
 //    /tmp = tmpfs. hostname set. The old root is detached: no host path remains reachable.
 //  - Each failure names the call with its arguments.
+//  - The mounts are the plan of contain.h (AddStandardMounts), the same the sandbox start runs.
 //  - Not async-signal-safe (it builds path strings): run it in a single-threaded process.
 // Thread safety: changes process-wide state (root, mounts); single-threaded callers only.
 #pragma once
