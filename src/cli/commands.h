@@ -1,0 +1,50 @@
+// The subcommands of `hangar`, one function each, writing to the given streams so tests can
+// drive them without a terminal. Each returns the process exit code.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <ostream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "hangar/api/client.h"
+#include "hangar/base/status.h"
+
+namespace hangar::cli {
+
+struct GlobalOptions {
+  std::string server = "http://127.0.0.1:7070";
+  bool json = false;
+  int timeout_ms = 5000;
+};
+
+// GET /healthz and /v1/version; a one-paragraph summary, or one JSON object with --json.
+int RunStatus(const GlobalOptions& g, std::ostream& out, std::ostream& err);
+
+// --- hangar node: the node API (/node/v1) of one node agent ---
+struct NodeOptions {
+  std::string token;  // else $HANGAR_NODE_TOKEN, else <$HANGAR_DATA_DIR|/var/lib/hangar>/node.token
+};
+Result<std::string> NodeToken(const NodeOptions& n);
+Result<api::HttpClient> NodeClient(const GlobalOptions& g, const NodeOptions& n,
+                                   std::chrono::milliseconds timeout);
+// A JSON call; prints `human(result)` or, with --json, the JSON.
+int RunNodeJson(const GlobalOptions& g, const NodeOptions& n, std::string_view method,
+                const std::string& path, const nlohmann::json& body, std::ostream& out,
+                std::ostream& err, const std::function<void(const nlohmann::json&)>& human);
+void PrintSandboxTable(const nlohmann::json& list, std::ostream& out);
+// Streams the command's stdout/stderr to ours; returns its exit code (137 if killed).
+int RunNodeExec(const GlobalOptions& g, const NodeOptions& n, const std::string& id,
+                const nlohmann::json& command, std::ostream& err);
+int RunNodeGetFile(const GlobalOptions& g, const NodeOptions& n, const std::string& id,
+                   const std::string& path, std::ostream& err);
+int RunNodePutFile(const GlobalOptions& g, const NodeOptions& n, const std::string& id,
+                   const std::string& path, std::string data, std::ostream& out, std::ostream& err);
+int Report(std::ostream& err, const Status& s);
+
+// "3d 4h", "12m 5s", "850ms".
+std::string HumanDuration(std::chrono::milliseconds d);
+
+}  // namespace hangar::cli

@@ -1,0 +1,165 @@
+// `hangar node ...`: drives one node agent directly over the node API (/node/v1), without the
+// control plane — the node-level harness of the shared tier.
+#include <unistd.h>
+
+#include <cstdlib>
+#include <iostream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "hangar/api/client.h"
+#include "hangar/api/query.h"
+#include "hangar/base/fd.h"
+
+namespace hangar::cli {
+
+namespace {
+
+std::string DecodeBase64(std::string_view in) {
+  auto val = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  std::string out;
+  uint32_t buf = 0;
+  int bits = 0;
+  for (char c : in) {
+    int v = val(c);
+    if (v < 0) continue;
+    buf = (buf << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((buf >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::string> NodeToken(const NodeOptions& n) {
+  if (!n.token.empty()) return n.token;
+  if (const char* env = std::getenv("HANGAR_NODE_TOKEN"); env && *env) return std::string(env);
+  const char* dir = std::getenv("HANGAR_DATA_DIR");
+  std::string path = fmt::format("{}/node.token", dir && *dir ? dir : "/var/lib/hangar");
+  auto t = ReadFile(path);
+  if (!t.ok()) {
+    return Status::Unauthenticated(fmt::format(
+        "no node token: pass --node-token, set HANGAR_NODE_TOKEN, or run where {} is readable "
+        "({})",
+        path, t.status().message()));
+  }
+  std::string tok = *t;
+  while (!tok.empty() && (tok.back() == '\n' || tok.back() == ' ')) tok.pop_back();
+  return tok;
+}
+
+Result<api::HttpClient> NodeClient(const GlobalOptions& g, const NodeOptions& n,
+                                   std::chrono::milliseconds timeout) {
+  HANGAR_ASSIGN_OR_RETURN(std::string token, NodeToken(n));
+  api::ClientOptions opt;
+  opt.timeout = timeout;
+  opt.headers.emplace_back("Authorization", "Bearer " + token);
+  return api::HttpClient::Create(g.server, opt);
+}
+
+int Report(std::ostream& err, const Status& s) {
+  err << "hangar: error: " << s.message() << "\n";
+  return 1;
+}
+
+int RunNodeJson(const GlobalOptions& g, const NodeOptions& n, std::string_view method,
+                const std::string& path, const nlohmann::json& body, std::ostream& out,
+                std::ostream& err, const std::function<void(const nlohmann::json&)>& human) {
+  auto client = NodeClient(g, n, std::chrono::milliseconds(g.timeout_ms));
+  if (!client.ok()) return Report(err, client.status());
+  auto r = client->CallJson(method, path, body);
+  if (!r.ok()) return Report(err, r.status());
+  if (g.json || !human) {
+    if (!r->is_null()) out << r->dump(2) << "\n";
+  } else {
+    human(*r);
+  }
+  return 0;
+}
+
+void PrintSandboxTable(const nlohmann::json& list, std::ostream& out) {
+  out << fmt::format("{:<22} {:<8} {:<9} {:<14} {:>6} {:>7} {:>7}\n", "ID", "DRIVER", "STATE",
+                     "TEMPLATE", "CPU_M", "MEM_MB", "DISK_MB");
+  for (const auto& s : list) {
+    const auto& r = s["resources"];
+    out << fmt::format("{:<22} {:<8} {:<9} {:<14} {:>6} {:>7} {:>7}\n", s.value("id", ""),
+                       s.value("driver", ""), s.value("state", ""), s.value("template", ""),
+                       r.value("cpu_millis", 0), r.value("memory_mb", 0), r.value("disk_mb", 0));
+  }
+}
+
+int RunNodeExec(const GlobalOptions& g, const NodeOptions& n, const std::string& id,
+                const nlohmann::json& command, std::ostream& err) {
+  // The stream lasts as long as the command: only the connection set-up is bounded.
+  auto client = NodeClient(g, n, std::chrono::milliseconds(g.timeout_ms));
+  if (!client.ok()) return Report(err, client.status());
+  int exit_code = 1;
+  std::string pending;
+  Status st = client->Stream(
+      "POST", fmt::format("/node/v1/sandboxes/{}/exec", api::PercentEncode(id)), command.dump(),
+      [&](std::string_view data) -> Status {
+        pending.append(data);
+        size_t nl;
+        while ((nl = pending.find('\n')) != std::string::npos) {
+          auto ev = nlohmann::json::parse(pending.substr(0, nl), nullptr, false);
+          pending.erase(0, nl + 1);
+          if (ev.is_discarded()) return Status::Internal("malformed event from the node");
+          std::string kind = ev.value("event", "");
+          if (kind == "stdout")
+            HANGAR_TRY(WriteAll(STDOUT_FILENO, DecodeBase64(ev.value("data", ""))));
+          if (kind == "stderr")
+            HANGAR_TRY(WriteAll(STDERR_FILENO, DecodeBase64(ev.value("data", ""))));
+          if (kind == "exit")
+            exit_code = ev.value("exit_code", -1) < 0 ? 137 : ev.value("exit_code", 1);
+          if (kind == "error") {
+            err << "hangar: error: " << ev.value("message", "exec failed") << "\n";
+            exit_code = 1;
+          }
+        }
+        return Status::Ok();
+      });
+  if (!st.ok()) return Report(err, st);
+  return exit_code;
+}
+
+int RunNodeGetFile(const GlobalOptions& g, const NodeOptions& n, const std::string& id,
+                   const std::string& path, std::ostream& err) {
+  auto client = NodeClient(g, n, std::chrono::milliseconds(g.timeout_ms));
+  if (!client.ok()) return Report(err, client.status());
+  auto r = client->Get(fmt::format("/node/v1/sandboxes/{}/files?path={}", api::PercentEncode(id),
+                                   api::PercentEncode(path)));
+  if (!r.ok()) return Report(err, r.status());
+  if (!r->ok()) return Report(err, r->ToStatus());
+  if (Status s = WriteAll(STDOUT_FILENO, r->body); !s.ok()) return Report(err, s);
+  return 0;
+}
+
+int RunNodePutFile(const GlobalOptions& g, const NodeOptions& n, const std::string& id,
+                   const std::string& path, std::string data, std::ostream& out,
+                   std::ostream& err) {
+  auto client = NodeClient(g, n, std::chrono::milliseconds(g.timeout_ms));
+  if (!client.ok()) return Report(err, client.status());
+  auto r = client->Do("PUT",
+                      fmt::format("/node/v1/sandboxes/{}/files?path={}", api::PercentEncode(id),
+                                  api::PercentEncode(path)),
+                      std::move(data), "application/octet-stream");
+  if (!r.ok()) return Report(err, r.status());
+  if (!r->ok()) return Report(err, r->ToStatus());
+  if (g.json) out << r->body << "\n";
+  return 0;
+}
+
+}  // namespace hangar::cli
