@@ -427,11 +427,18 @@ Status NsDriver::Start(NsSandbox& sb, const SandboxSpec& spec,
   HANGAR_TRY(MakeDirs(p.lower));
   HANGAR_TRY(MakeDirs(p.rootfs));
   HANGAR_ASSIGN_OR_RETURN(sb.lower_, MountIdmapped(tmpl.rootfs, p.lower, sb.userns_.get()));
+  // The layers are named by descriptor: the overlay's options are readable inside the sandbox
+  // (/proc/self/mountinfo), and must not show the node's directory layout. thread-self, since
+  // another thread may have its own descriptor table.
+  HANGAR_ASSIGN_OR_RETURN(UniqueFd lower_dir, OpenFile(p.lower, O_PATH | O_DIRECTORY));
+  HANGAR_ASSIGN_OR_RETURN(UniqueFd upper_dir, OpenFile(p.disk + "/upper", O_PATH | O_DIRECTORY));
+  HANGAR_ASSIGN_OR_RETURN(UniqueFd work_dir, OpenFile(p.disk + "/work", O_PATH | O_DIRECTORY));
   HANGAR_ASSIGN_OR_RETURN(
       sb.rootfs_,
       ScopedMount::Mount("overlay", p.rootfs, "overlay", MS_NODEV,
-                         fmt::format("lowerdir={},upperdir={}/upper,workdir={}/work", p.lower,
-                                     p.disk, p.disk)));
+                         fmt::format("lowerdir=/proc/thread-self/fd/{},upperdir=/proc/thread-self/"
+                                     "fd/{},workdir=/proc/thread-self/fd/{}",
+                                     lower_dir.get(), upper_dir.get(), work_dir.get())));
 
   // 4. Limits.
   HANGAR_TRY(o_.cgroups->Create(spec.id));
@@ -452,10 +459,17 @@ Status NsDriver::Start(NsSandbox& sb, const SandboxSpec& spec,
   }
   HANGAR_TRY(o_.cgroups->SetLimits(spec.id, limits));
 
-  // 5. envd's socket and the console log, made by the node.
+  // 5. envd's socket and the console log, made by the node. The log lives on the sandbox's own
+  // disk (beside upper/, invisible inside), so what the sandbox prints counts against its quota
+  // instead of filling the node's disk; console.log in the state directory points at it.
   HANGAR_ASSIGN_OR_RETURN(sb.listen_, ListenUnix(p.socket));
+  const std::string console_file = p.disk + "/console.log";
   HANGAR_ASSIGN_OR_RETURN(UniqueFd console,
-                          OpenFile(p.console, O_WRONLY | O_CREAT | O_APPEND, 0600));
+                          OpenFile(console_file, O_WRONLY | O_CREAT | O_APPEND, 0600));
+  ::unlink(p.console.c_str());
+  if (::symlink("disk/console.log", p.console.c_str()) != 0) {
+    return Status::FromErrno(errno, fmt::format("symlink({})", p.console));
+  }
 
   // 6. The plan of the child, then the child.
   internal::ContainPlan plan;
