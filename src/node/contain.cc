@@ -169,13 +169,16 @@ void RunContained(const ContainPlan& plan) noexcept {
 std::string DescribeMountOp(const MountOp& op) {
   switch (op.kind) {
     case MountOp::Kind::kMount:
-      return fmt::format("mount({}, {}, {}, {:#x}, {})", op.source ? op.source : "none",
-                         op.target, op.fstype ? op.fstype : "", op.flags, op.data ? op.data : "");
+      return fmt::format("mount({}, {}, {}, {:#x}, {})", op.source ? op.source : "none", op.target,
+                         op.fstype ? op.fstype : "", op.flags, op.data ? op.data : "");
     case MountOp::Kind::kRemount:
       return fmt::format("mount({}, MS_REMOUNT|MS_BIND|{:#x})", op.target, op.flags);
-    case MountOp::Kind::kMkdir: return fmt::format("mkdir({})", op.target);
-    case MountOp::Kind::kTouch: return fmt::format("creat({})", op.target);
-    case MountOp::Kind::kSymlink: return fmt::format("symlink({}, {})", op.source, op.target);
+    case MountOp::Kind::kMkdir:
+      return fmt::format("mkdir({})", op.target);
+    case MountOp::Kind::kTouch:
+      return fmt::format("creat({})", op.target);
+    case MountOp::Kind::kSymlink:
+      return fmt::format("symlink({}, {})", op.source, op.target);
   }
   return "?";
 }
@@ -187,25 +190,57 @@ Status DescribeFailure(const ContainPlan& plan, const ContainFailure& f) {
     if (i < plan.mounts.size()) what = DescribeMountOp(plan.mounts[i]);
   } else {
     switch (f.step) {
-      case kStepSync: what = "waiting for the parent"; break;
-      case kStepSession: what = "setsid()"; break;
-      case kStepLoopback: what = "ioctl(lo, SIOCSIFFLAGS, IFF_UP)"; break;
-      case kStepCgroupNs: what = "unshare(CLONE_NEWCGROUP)"; break;
-      case kStepPrivate: what = "mount(/, MS_REC|MS_PRIVATE)"; break;
-      case kStepChdirRoot: what = fmt::format("chdir({})", plan.rootfs); break;
-      case kStepPivot: what = fmt::format("pivot_root({})", plan.rootfs); break;
-      case kStepDetachOld: what = "umount2(old root, MNT_DETACH)"; break;
-      case kStepHostname: what = fmt::format("sethostname({})", plan.hostname); break;
-      case kStepUserns: what = "setns(user namespace)"; break;
-      case kStepBecomeRoot: what = "setresuid/setresgid(0) in the user namespace"; break;
-      case kStepRlimits: what = "setrlimit"; break;
-      case kStepCaps: what = "dropping capabilities"; break;
-      case kStepFds: what = "arranging descriptors"; break;
-      case kStepSeccomp: what = "installing the seccomp filter"; break;
-      case kStepExec:
-        what = fmt::format("execveat(init {})", plan.argv.empty() || !plan.argv[0] ? "?" : plan.argv[0]);
+      case kStepSync:
+        what = "waiting for the parent";
         break;
-      default: what = fmt::format("step {}", f.step);
+      case kStepSession:
+        what = "setsid()";
+        break;
+      case kStepLoopback:
+        what = "ioctl(lo, SIOCSIFFLAGS, IFF_UP)";
+        break;
+      case kStepCgroupNs:
+        what = "unshare(CLONE_NEWCGROUP)";
+        break;
+      case kStepPrivate:
+        what = "mount(/, MS_REC|MS_PRIVATE)";
+        break;
+      case kStepChdirRoot:
+        what = fmt::format("chdir({})", plan.rootfs);
+        break;
+      case kStepPivot:
+        what = fmt::format("pivot_root({})", plan.rootfs);
+        break;
+      case kStepDetachOld:
+        what = "umount2(old root, MNT_DETACH)";
+        break;
+      case kStepHostname:
+        what = fmt::format("sethostname({})", plan.hostname);
+        break;
+      case kStepUserns:
+        what = "setns(user namespace)";
+        break;
+      case kStepBecomeRoot:
+        what = "setresuid/setresgid(0) in the user namespace";
+        break;
+      case kStepRlimits:
+        what = "setrlimit";
+        break;
+      case kStepCaps:
+        what = "dropping capabilities";
+        break;
+      case kStepFds:
+        what = "arranging descriptors";
+        break;
+      case kStepSeccomp:
+        what = "installing the seccomp filter";
+        break;
+      case kStepExec:
+        what = fmt::format("execveat(init {})",
+                           plan.argv.empty() || !plan.argv[0] ? "?" : plan.argv[0]);
+        break;
+      default:
+        what = fmt::format("step {}", f.step);
     }
   }
   return Status::FromErrno(f.err, what).With("starting sandbox");
@@ -241,8 +276,8 @@ void AddStandardMounts(ContainPlan& plan, const std::string& rootfs, gid_t tty_g
   m.push_back({K::kSymlink, "/proc/self/fd/1", p("/dev/stdout")});
   m.push_back({K::kSymlink, "/proc/self/fd/2", p("/dev/stderr")});
   // The directory cannot gain nodes; the bound nodes stay writable.
-  m.push_back({K::kRemount, nullptr, p("/dev"), nullptr, MS_RDONLY | MS_NOSUID | MS_NOEXEC,
-               nullptr});
+  m.push_back(
+      {K::kRemount, nullptr, p("/dev"), nullptr, MS_RDONLY | MS_NOSUID | MS_NOEXEC, nullptr});
 
   // /proc of the sandbox's own pid namespace, with Docker's masked and read-only paths.
   m.push_back({K::kMkdir, nullptr, p("/proc")});
@@ -251,10 +286,11 @@ void AddStandardMounts(ContainPlan& plan, const std::string& rootfs, gid_t tty_g
   for (const std::string& rel : MaskedProcPaths()) {
     struct stat st;
     if (::lstat(("/proc/" + rel).c_str(), &st) != 0) continue;  // not in this kernel
-    MountOp op = S_ISDIR(st.st_mode)
-                     ? MountOp{K::kMount, "tmpfs", p("/proc/" + rel), "tmpfs",
-                               MS_RDONLY | kNoSuidDevExec, "size=0"}
-                     : MountOp{K::kMount, dev_null, p("/proc/" + rel), nullptr, MS_BIND, nullptr};
+    MountOp op =
+        S_ISDIR(st.st_mode)
+            ? MountOp{K::kMount, "tmpfs", p("/proc/" + rel), "tmpfs", MS_RDONLY | kNoSuidDevExec,
+                      "size=0"}
+            : MountOp{K::kMount, dev_null, p("/proc/" + rel), nullptr, MS_BIND, nullptr};
     op.optional = true;
     m.push_back(op);
   }

@@ -8,8 +8,8 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -99,12 +99,11 @@ Result<ScopedMount> MountIdmapped(const std::string& source, const std::string& 
   mount_attr attr{};
   attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID;
   attr.userns_fd = static_cast<uint64_t>(userns_fd);
-  if (::syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr,
-                sizeof attr) != 0) {
+  if (::syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) !=
+      0) {
     return Status::FromErrno(errno, fmt::format("mount_setattr({}, MOUNT_ATTR_IDMAP)", source));
   }
-  if (::syscall(SYS_move_mount, tree, "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH) !=
-      0) {
+  if (::syscall(SYS_move_mount, tree, "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0) {
     return Status::FromErrno(errno, fmt::format("move_mount({} -> {})", source, target));
   }
   return ScopedMount(target);
@@ -162,9 +161,8 @@ Status WaitForEnvd(const std::string& socket_path, std::chrono::milliseconds tim
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-  return Status::DeadlineExceeded(
-      fmt::format("envd did not answer on {} within {} ms ({})", socket_path, timeout.count(),
-                  last_error));
+  return Status::DeadlineExceeded(fmt::format("envd did not answer on {} within {} ms ({})",
+                                              socket_path, timeout.count(), last_error));
 }
 
 bool PidfdExited(int pidfd) {
@@ -395,8 +393,7 @@ Result<SandboxPtr> NsDriver::Create(const SandboxSpec& spec) {
   return SandboxPtr(std::move(sb));
 }
 
-Status NsDriver::Start(NsSandbox& sb, const SandboxSpec& spec,
-                       const storage::TemplateInfo& tmpl) {
+Status NsDriver::Start(NsSandbox& sb, const SandboxSpec& spec, const storage::TemplateInfo& tmpl) {
   const Paths& p = sb.paths_;
   const Resources& r = spec.resources;
 
@@ -414,7 +411,8 @@ Status NsDriver::Start(NsSandbox& sb, const SandboxSpec& spec,
   sb.info_.disk_device = fmt::format("{}:{}", major(sb.disk_.dev()), minor(sb.disk_.dev()));
   for (const char* d : {"/upper", "/work"}) {
     std::string path = p.disk + d;
-    if (::mkdir(path.c_str(), 0755) != 0) return Status::FromErrno(errno, fmt::format("mkdir({})", path));
+    if (::mkdir(path.c_str(), 0755) != 0)
+      return Status::FromErrno(errno, fmt::format("mkdir({})", path));
     if (::chown(path.c_str(), range.first, range.first) != 0) {
       return Status::FromErrno(errno, fmt::format("chown({}, {})", path, range.first));
     }
@@ -509,8 +507,8 @@ Status NsDriver::Start(NsSandbox& sb, const SandboxSpec& spec,
   plan.report_fd = report.write.get();
 
   int pidfd = -1;
-  long pid = Clone3(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC,
-                    &pidfd);
+  long pid =
+      Clone3(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC, &pidfd);
   if (pid < 0) return Status::FromErrno(errno, "clone3(NEWNS|NEWPID|NEWNET|NEWUTS|NEWIPC)");
   if (pid == 0) internal::RunContained(plan);
   sb.init_.emplace(Child::Adopt(static_cast<pid_t>(pid)));
@@ -592,8 +590,7 @@ Result<SandboxPtr> NsDriver::AdoptOrDestroy(const std::string& id, RecoveryRepor
       sb->lower_ = ScopedMount(p.lower);
       sb->rootfs_ = ScopedMount(p.rootfs);
       sb->info_.state = SandboxState::kRunning;
-      sb->info_.disk_device =
-          fmt::format("{}:{}", major(sb->disk_.dev()), minor(sb->disk_.dev()));
+      sb->info_.disk_device = fmt::format("{}:{}", major(sb->disk_.dev()), minor(sb->disk_.dev()));
       live_images.insert(image);
       report.adopted.push_back(id);
       return SandboxPtr(std::move(sb));
@@ -720,7 +717,8 @@ Status NsSandbox::Destroy() {
   keep(RemoveTree(paths_.dir));
   destroyed_ = true;
   info_.state = SandboxState::kStopped;
-  if (!first.ok()) log::Warn("sandbox destroy incomplete", {{"id", info_.id}, {"error", first.ToString()}});
+  if (!first.ok())
+    log::Warn("sandbox destroy incomplete", {{"id", info_.id}, {"error", first.ToString()}});
   return first;
 }
 

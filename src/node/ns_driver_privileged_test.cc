@@ -161,11 +161,12 @@ class NsDriverTest : public ::testing::Test {
 };
 
 TEST_F(NsDriverTest, InitRunsContainedAsMappedRoot) {
-  ASSERT_NO_FATAL_FAILURE(OpenDriver(
-      {"sh", "-c",
-       "echo uid=$(id -u) host=$(hostname); cat /proc/self/uid_map; ls /; "
-       "echo pid1=$(cat /proc/1/comm); cat /proc/self/status | grep -E '^(CapBnd|NoNewPrivs|Seccomp):'; "
-       "echo DONE; sleep 100"}));
+  ASSERT_NO_FATAL_FAILURE(
+      OpenDriver({"sh", "-c",
+                  "echo uid=$(id -u) host=$(hostname); cat /proc/self/uid_map; ls /; "
+                  "echo pid1=$(cat /proc/1/comm); cat /proc/self/status | grep -E "
+                  "'^(CapBnd|NoNewPrivs|Seccomp):'; "
+                  "echo DONE; sleep 100"}));
   auto sb = driver_->Create(Spec("smoke1"));
   ASSERT_TRUE(sb.ok()) << sb.status().ToString();
   std::string out = WaitForConsole("smoke1", "DONE");
@@ -240,8 +241,7 @@ TEST_F(NsDriverTest, FailedInitCleansUpEverything) {
   driver_ = std::move(*d);
   auto sb = driver_->Create(Spec("dies1"));
   ASSERT_FALSE(sb.ok());
-  EXPECT_NE(sb.status().message().find("init exited"), std::string::npos)
-      << sb.status().message();
+  EXPECT_NE(sb.status().message().find("init exited"), std::string::npos) << sb.status().message();
   EXPECT_FALSE(std::filesystem::exists(data_ + "/sandboxes/dies1"));
   EXPECT_TRUE(ids_->Leases()->empty());
   EXPECT_TRUE(cgroups_->List()->empty());

@@ -81,8 +81,7 @@ SupervisedInfo Supervisor::Describe(const Entry& e) const {
   return out;
 }
 
-Result<SupervisedInfo> Supervisor::Create(const std::string& driver_name,
-                                          const SandboxSpec& spec) {
+Result<SupervisedInfo> Supervisor::Create(const std::string& driver_name, const SandboxSpec& spec) {
   auto d = o_.drivers.find(driver_name);
   if (d == o_.drivers.end()) {
     return Status::InvalidArgument(fmt::format("no driver '{}' on this node", driver_name));
@@ -100,8 +99,7 @@ Result<SupervisedInfo> Supervisor::Create(const std::string& driver_name,
       return Status::AlreadyExists(fmt::format("sandbox {} exists", spec.id));
     }
     if (sandboxes_.size() >= o_.max_sandboxes) {
-      return Status::ResourceExhausted(
-          fmt::format("node is full: {} sandboxes", o_.max_sandboxes));
+      return Status::ResourceExhausted(fmt::format("node is full: {} sandboxes", o_.max_sandboxes));
     }
     sandboxes_[spec.id] = e;  // reserves the id while the driver works
   }
@@ -116,8 +114,8 @@ Result<SupervisedInfo> Supervisor::Create(const std::string& driver_name,
     e->deadline = clock_->Now() + spec.timeout;
     e->wall_deadline = clock_->WallNow() + spec.timeout;
   }
-  log::Info("sandbox created", {{"id", spec.id}, {"driver", driver_name},
-                                {"template", spec.template_name}});
+  log::Info("sandbox created",
+            {{"id", spec.id}, {"driver", driver_name}, {"template", spec.template_name}});
   return Describe(*e);
 }
 
@@ -146,12 +144,12 @@ std::vector<SupervisedInfo> Supervisor::List() const {
   return out;
 }
 
-#define HANGAR_WITH_SANDBOX(id, e)                                                  \
-  auto e = Find(id);                                                                \
-  if (!e) return Status::NotFound(fmt::format("sandbox {} not found", id));         \
-  std::lock_guard op_lock_(e->op_mu);                                               \
-  if (e->gone || !e->sandbox) {                                                     \
-    return Status::NotFound(fmt::format("sandbox {} not found", id));               \
+#define HANGAR_WITH_SANDBOX(id, e)                                          \
+  auto e = Find(id);                                                        \
+  if (!e) return Status::NotFound(fmt::format("sandbox {} not found", id)); \
+  std::lock_guard op_lock_(e->op_mu);                                       \
+  if (e->gone || !e->sandbox) {                                             \
+    return Status::NotFound(fmt::format("sandbox {} not found", id));       \
   }
 
 Result<Usage> Supervisor::GetUsage(const std::string& id) {
@@ -163,8 +161,7 @@ Result<EnvdEndpoint> Supervisor::Envd(const std::string& id) const {
   HANGAR_WITH_SANDBOX(id, e);
   SandboxInfo info = e->sandbox->Info();
   if (info.state != SandboxState::kRunning) {
-    return Status::FailedPrecondition(
-        fmt::format("sandbox {} is {}", id, StateName(info.state)));
+    return Status::FailedPrecondition(fmt::format("sandbox {} is {}", id, StateName(info.state)));
   }
   return e->sandbox->Envd();
 }

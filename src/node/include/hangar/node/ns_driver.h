@@ -48,9 +48,9 @@ struct NsDriverOptions {
   // The driver owns its disk pool and creates it only after recovery, so that recovery can
   // tell a previous run's leftovers from fresh pooled disks. data_dir is filled in.
   storage::DiskPoolOptions disk_pool;
-  CgroupBackend* cgroups = nullptr;             // not owned
-  IdRangeAllocator* ids = nullptr;              // not owned
-  const SeccompProgram* seccomp = nullptr;      // not owned; compiled once per node
+  CgroupBackend* cgroups = nullptr;         // not owned
+  IdRangeAllocator* ids = nullptr;          // not owned
+  const SeccompProgram* seccomp = nullptr;  // not owned; compiled once per node
   // The init of every sandbox, opened on the host and executed inside: envd (static).
   std::string init_path;
   std::vector<std::string> init_args;  // argv[1..]; the listen socket is always fd 3

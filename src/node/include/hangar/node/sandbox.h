@@ -67,11 +67,16 @@ struct SandboxSpec {
 enum class SandboxState { kCreating, kRunning, kPaused, kStopped, kFailed };
 constexpr std::string_view StateName(SandboxState s) {
   switch (s) {
-    case SandboxState::kCreating: return "creating";
-    case SandboxState::kRunning: return "running";
-    case SandboxState::kPaused: return "paused";
-    case SandboxState::kStopped: return "stopped";
-    case SandboxState::kFailed: return "failed";
+    case SandboxState::kCreating:
+      return "creating";
+    case SandboxState::kRunning:
+      return "running";
+    case SandboxState::kPaused:
+      return "paused";
+    case SandboxState::kStopped:
+      return "stopped";
+    case SandboxState::kFailed:
+      return "failed";
   }
   return "unknown";
 }
