@@ -32,13 +32,16 @@ ExitStatus Decode(int wstatus) {
   return s;
 }
 
+// Reports errno to the parent and exits (forked child, before exec).
+[[noreturn]] void FailChild(int report_fd, int err) {
+  (void)!::write(report_fd, &err, sizeof err);
+  ::_exit(127);
+}
+
 // Runs in the forked child before exec: only async-signal-safe calls.
 [[noreturn]] void ExecChild(const std::vector<std::string>& argv, const SpawnOptions& opt,
                             char* const* envp, int in_fd, int out_fd, int err_fd, int report_fd) {
-  auto fail = [&](int err) {
-    (void)!::write(report_fd, &err, sizeof err);
-    ::_exit(127);
-  };
+  auto fail = [report_fd](int err) { FailChild(report_fd, err); };
   if (opt.death_signal != 0 && ::prctl(PR_SET_PDEATHSIG, opt.death_signal) != 0) fail(errno);
   if (opt.new_process_group && ::setpgid(0, 0) != 0) fail(errno);
   if (in_fd >= 0 && ::dup2(in_fd, STDIN_FILENO) < 0) fail(errno);
@@ -58,7 +61,7 @@ ExitStatus Decode(int wstatus) {
   } else {
     ::execvp(args[0], args.data());
   }
-  fail(errno);
+  FailChild(report_fd, errno);
 }
 }  // namespace
 
