@@ -136,12 +136,14 @@ void SecurityTest::TearDown() {
     EXPECT_TRUE(sb->Destroy().ok()) << id;
   }
   sandboxes_.clear();
-  driver_.reset();  // stops the disk pool's refill thread and releases pooled disks
+  // Host processes a test forked (without exec) go before the driver: one may hold a copy of a
+  // pipe the disk pool's refill thread is draining, and the driver's destructor joins that thread.
   for (pid_t pid : extra_children_) {
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
   }
   extra_children_.clear();
+  driver_.reset();  // stops the disk pool's refill thread and releases pooled disks
 
   // Leak checks: cgroups, loop devices, mounts, uid leases and ranges, processes.
   if (cgroups_) {

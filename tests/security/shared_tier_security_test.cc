@@ -541,6 +541,11 @@ TEST_F(SharedTierSecurityTest, HostProcessesAreInvisibleAndUnreachable) {
   pid_t canary = ::fork();
   ASSERT_GE(canary, 0);
   if (canary == 0) {
+    // This process is multithreaded (the driver's disk pool refills in the background) and the
+    // canary never execs: drop every inherited descriptor at once. Otherwise a pipe another
+    // thread was setting up at fork time (mkfs's stdout/stderr, Child::Spawn's exec report)
+    // stays open here, that thread never sees EOF, and TearDown's join of it hangs.
+    ::close_range(3, ~0U, 0);
     if (::setresgid(sandbox_root, sandbox_root, sandbox_root) != 0 ||
         ::setresuid(sandbox_root, sandbox_root, sandbox_root) != 0) {
       ::_exit(1);
