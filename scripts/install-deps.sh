@@ -7,7 +7,7 @@ set -euo pipefail
 BUILD_PKGS=(
   build-essential g++ cmake ninja-build pkg-config git ca-certificates
   libboost1.81-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
-  libsqlite3-dev libseccomp-dev libarchive-dev libssl-dev
+  libsqlite3-dev libseccomp-dev libarchive-dev libssl-dev zlib1g-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   clang-format clang-tidy
 )

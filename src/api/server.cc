@@ -183,7 +183,7 @@ class ServerCore {
   std::optional<asio::thread_pool> blocking_pool;
   std::optional<asio::basic_socket_acceptor<Protocol>> acceptor;  // on contexts[0]
   std::string unix_path_created;  // the socket file Listen made, removed at Shutdown
-  bool is_tcp = true;               // TCP (set TCP_NODELAY on connections) or Unix
+  bool is_tcp = true;             // TCP (set TCP_NODELAY on connections) or Unix
   std::vector<std::thread> threads;
   bool started = false;
   bool shut_down = false;

@@ -354,8 +354,8 @@ Result<api::Response> Service::PostFiles(const api::Request& req) {
   if (content_encoding == "gzip") {
     body = &gunzip.emplace(&raw);
   } else if (!content_encoding.empty() && content_encoding != "identity") {
-    return FilesError(400, "unsupported Content-Encoding: " + content_encoding +
-                               ", supported: [identity, gzip]");
+    return FilesError(
+        400, "unsupported Content-Encoding: " + content_encoding + ", supported: [identity, gzip]");
   }
   // On an error the client may still be sending: read the rest, so it gets the answer instead of
   // a reset connection (its size is bounded by the route's limit).
@@ -392,13 +392,13 @@ Result<api::Response> Service::PostFiles(const api::Request& req) {
       if (!*part) break;
       if ((*part)->name != "file") continue;
       std::string target = query_path && !query_path->empty() ? std::string(*query_path)
-                                                               : (*part)->filename.value_or("");
+                                                              : (*part)->filename.value_or("");
       if (target.empty()) return fail(FilesError(400, "a file part needs a path or a filename"));
       auto path = Root::Resolve(target, user->home);
       if (!path.ok()) return fail(FilesError(400, path.status().message()));
       if (std::find(done.begin(), done.end(), *path) != done.end()) {
-        return fail(FilesError(400, "you cannot upload multiple files to the same path '" +
-                                        *path + "' in one upload request"));
+        return fail(FilesError(400, "you cannot upload multiple files to the same path '" + *path +
+                                        "' in one upload request"));
       }
       PartSource data(&parts);
       auto entry = WriteOneFile(*path, *user, data, metadata);

@@ -107,8 +107,8 @@ class Service {
   Result<api::Response> GetFiles(const api::Request& req);
   Result<api::Response> PostFiles(const api::Request& req);
   Status CheckFilesAuth(const api::Request& req, std::string_view operation) const;
-  Result<nlohmann::json> WriteOneFile(const std::string& path, const User& user,
-                                      BodySource& data, const Metadata& metadata);
+  Result<nlohmann::json> WriteOneFile(const std::string& path, const User& user, BodySource& data,
+                                      const Metadata& metadata);
 
   ServiceOptions o_;
   Root root_;

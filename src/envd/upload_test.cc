@@ -54,14 +54,15 @@ Result<std::vector<ReadPart>> ReadAll(const std::string& body, size_t step,
 
 TEST(MultipartReaderTest, PartsAcrossAnyChunking) {
   std::string tricky = std::string("line1\r\nline2\r\n--XyNot\r\n-", 25) + std::string("\0\x01", 2);
-  std::string body = "preamble\r\n--XyZ\r\n"
-                     "Content-Disposition: form-data; name=\"file\"; filename=\"dir/a b.txt\"\r\n"
-                     "Content-Type: application/octet-stream\r\n\r\n" +
-                     tricky +
-                     "\r\n--XyZ\r\n"
-                     "Content-Disposition: form-data; name=\"other\"\r\n\r\n"
-                     "\r\n--XyZ  \r\n"
-                     "\r\nno headers\r\n--XyZ--\r\nepilogue";
+  std::string body =
+      "preamble\r\n--XyZ\r\n"
+      "Content-Disposition: form-data; name=\"file\"; filename=\"dir/a b.txt\"\r\n"
+      "Content-Type: application/octet-stream\r\n\r\n" +
+      tricky +
+      "\r\n--XyZ\r\n"
+      "Content-Disposition: form-data; name=\"other\"\r\n\r\n"
+      "\r\n--XyZ  \r\n"
+      "\r\nno headers\r\n--XyZ--\r\nepilogue";
   for (size_t step : {1, 2, 3, 7, 64, 100000}) {
     auto parts = ReadAll(body, step);
     ASSERT_TRUE(parts.ok()) << "step " << step << ": " << parts.status().ToString();
@@ -78,8 +79,8 @@ TEST(MultipartReaderTest, PartsAcrossAnyChunking) {
 
 TEST(MultipartReaderTest, LargePartStaysBounded) {
   std::string data(3 << 20, 'd');
-  std::string body = "--B\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n" + data +
-                     "\r\n--B--\r\n";
+  std::string body =
+      "--B\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n" + data + "\r\n--B--\r\n";
   auto parts = ReadAll(body, 100000, "B");
   ASSERT_TRUE(parts.ok());
   ASSERT_EQ(parts->size(), 1u);

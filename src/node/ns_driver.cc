@@ -165,10 +165,6 @@ Status WaitForEnvd(const std::string& socket_path, std::chrono::milliseconds tim
                                               socket_path, timeout.count(), last_error));
 }
 
-bool PidfdExited(int pidfd) {
-  pollfd pfd{pidfd, POLLIN, 0};
-  return ::poll(&pfd, 1, 0) > 0;
-}
 
 }  // namespace
 
