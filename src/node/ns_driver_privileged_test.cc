@@ -71,7 +71,9 @@ class NsDriverTest : public ::testing::Test {
 
   void TearDown() override {
     driver_.reset();
-    if (!data_.empty()) EXPECT_EQ(CountLoopDevicesUnder(data_), 0) << "leaked loop devices";
+    if (!data_.empty()) {
+      EXPECT_EQ(CountLoopDevicesUnder(data_), 0) << "leaked loop devices";
+    }
     if (cgroups_) {
       EXPECT_TRUE(cgroups_->List().ok() && cgroups_->List()->empty()) << "leaked cgroups";
       (void)cgroups_->RemoveRoot();
