@@ -142,21 +142,21 @@ int main(int argc, char** argv) {
     std::string user, cwd;
     int64_t timeout_ms = 0;
     std::vector<std::string> env, argv;
-  } e;
+  } ex;
   auto* exec = node->add_subcommand("exec", "run a command in a sandbox; exits with its code");
   exec->add_option("id", id, "sandbox id")->required();
-  exec->add_option("--user", e.user, "user inside (default: the template's default user)");
-  exec->add_option("--cwd", e.cwd, "working directory (default: the user's home)");
-  exec->add_option("--timeout-ms", e.timeout_ms, "kill the command after this long");
-  exec->add_option("--env", e.env, "KEY=VALUE, repeatable");
-  exec->add_option("command", e.argv, "command and arguments (after --)")->required();
+  exec->add_option("--user", ex.user, "user inside (default: the template's default user)");
+  exec->add_option("--cwd", ex.cwd, "working directory (default: the user's home)");
+  exec->add_option("--timeout-ms", ex.timeout_ms, "kill the command after this long");
+  exec->add_option("--env", ex.env, "KEY=VALUE, repeatable");
+  exec->add_option("command", ex.argv, "command and arguments (after --)")->required();
   exec->callback([&] {
-    nlohmann::json body = {{"cmd", e.argv[0]},
-                           {"args", std::vector<std::string>(e.argv.begin() + 1, e.argv.end())},
-                           {"user", e.user},
-                           {"cwd", e.cwd},
-                           {"timeout_ms", e.timeout_ms}};
-    for (const auto& kv : e.env) {
+    nlohmann::json body = {{"cmd", ex.argv[0]},
+                           {"args", std::vector<std::string>(ex.argv.begin() + 1, ex.argv.end())},
+                           {"user", ex.user},
+                           {"cwd", ex.cwd},
+                           {"timeout_ms", ex.timeout_ms}};
+    for (const auto& kv : ex.env) {
       auto eq = kv.find('=');
       if (eq != std::string::npos && eq > 0) body["env"][kv.substr(0, eq)] = kv.substr(eq + 1);
     }

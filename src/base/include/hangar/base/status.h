@@ -127,10 +127,13 @@ class [[nodiscard]] Result {
 #define HANGAR_CONCAT_(a, b) HANGAR_CONCAT_INNER_(a, b)
 
 // HANGAR_TRY(expr): evaluates a Status expression; returns it from the caller if not ok.
-#define HANGAR_TRY(expr)                                     \
-  do {                                                       \
-    ::hangar::Status hangar_try_status_ = (expr);            \
-    if (!hangar_try_status_.ok()) return hangar_try_status_; \
+// The variable is named per line so that a HANGAR_TRY inside a lambda in another HANGAR_TRY's
+// expression does not shadow the outer one.
+#define HANGAR_TRY(expr) HANGAR_TRY_IMPL_(HANGAR_CONCAT_(hangar_try_status_, __LINE__), expr)
+#define HANGAR_TRY_IMPL_(var, expr) \
+  do {                              \
+    ::hangar::Status var = (expr);  \
+    if (!var.ok()) return var;      \
   } while (0)
 
 // HANGAR_ASSIGN_OR_RETURN(decl, expr): `decl = std::move(*result)` or return result's status.
