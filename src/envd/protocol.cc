@@ -8,37 +8,8 @@
 namespace hangar::envd::internal {
 
 std::string_view ConnectCodeName(Code code) {
-  switch (code) {
-    case Code::kOk:
-      return "ok";
-    case Code::kInvalidArgument:
-      return "invalid_argument";
-    case Code::kNotFound:
-      return "not_found";
-    case Code::kAlreadyExists:
-      return "already_exists";
-    case Code::kFailedPrecondition:
-      return "failed_precondition";
-    case Code::kPermissionDenied:
-      return "permission_denied";
-    case Code::kUnauthenticated:
-      return "unauthenticated";
-    case Code::kResourceExhausted:
-      return "resource_exhausted";
-    case Code::kUnavailable:
-      return "unavailable";
-    case Code::kDeadlineExceeded:
-      return "deadline_exceeded";
-    case Code::kAborted:
-      return "aborted";
-    case Code::kCancelled:
-      return "canceled";
-    case Code::kUnimplemented:
-      return "unimplemented";
-    case Code::kInternal:
-      return "internal";
-  }
-  return "unknown";
+  // Connect's names are hangar's, except that Connect spells it "canceled".
+  return code == Code::kCancelled ? "canceled" : CodeName(code);
 }
 
 int ConnectHttpStatus(Code code) {
