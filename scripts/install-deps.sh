@@ -13,7 +13,7 @@ BUILD_PKGS=(
 )
 # Tools the node runtime drives (templates, disks) and that tests and benchmarks use as real peers.
 TEST_PKGS=(curl wrk nginx-light procps iproute2 util-linux e2fsprogs python3 python3-jsonschema python3-yaml
-  busybox-static uidmap mmdebstrap umoci trinity)
+  busybox-static uidmap mmdebstrap umoci trinity fio bubblewrap crun)
 
 want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}")
 if [[ -n "${HANGAR_EXTRA_PKGS:-}" ]]; then
