@@ -68,7 +68,8 @@ class Store {
   // Writes `task` if the stored version equals task.version (else Aborted), storing
   // version + 1 and returning the stored task. A state change appends a history row.
   virtual Result<Task> UpdateTask(const Task& task) = 0;
-  // Non-terminal tasks in scheduling order: priority desc, then created_ms asc, then id asc.
+  // Pending tasks (the durable queue) in scheduling order: priority desc, then created_ms asc,
+  // then id asc.
   virtual Result<std::vector<Task>> ListPendingTasks() = 0;
   // Every non-terminal task (pending included), for reconciliation and accounting.
   virtual Result<std::vector<Task>> ListActiveTasks() = 0;
