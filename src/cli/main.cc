@@ -1,6 +1,7 @@
 // hangar: the command-line client of hangard.
 //
 //   hangar [--server URL] [--json] status
+//   hangar run|ls|get|exec|logs|kill|nodes|pools|route ...                  (fleet API, /v1)
 //   hangar node info|ls|create|get|exec|put|cat|pause|resume|stop|rm ...   (node API)
 //
 // The server comes from --server, else $HANGAR_SERVER, else http://127.0.0.1:7070.
@@ -36,6 +37,10 @@ int main(int argc, char** argv) {
   auto* status = app.add_subcommand("status", "check that hangard is up and show what it is");
   int rc = 0;
   status->callback([&] { rc = RunStatus(g, std::cout, std::cerr); });
+
+  // --- the fleet: run, ls, get, kill, logs, exec, nodes, pools, route ---
+  FleetOptions fleet;
+  AddFleetCommands(app, g, fleet, rc);
 
   // --- hangar node ---
   NodeOptions n;

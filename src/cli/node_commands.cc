@@ -101,38 +101,44 @@ void PrintSandboxTable(const nlohmann::json& list, std::ostream& out) {
   }
 }
 
+int StreamExec(api::HttpClient& client, const std::string& path, const nlohmann::json& command,
+               std::ostream& err) {
+  int exit_code = 1;
+  std::string pending;
+  Status st = client.Stream("POST", path, command.dump(), [&](std::string_view data) -> Status {
+    pending.append(data);
+    size_t nl;
+    while ((nl = pending.find('\n')) != std::string::npos) {
+      auto ev = nlohmann::json::parse(pending.substr(0, nl), nullptr, false);
+      pending.erase(0, nl + 1);
+      if (ev.is_discarded()) return Status::Internal("malformed event from the server");
+      HANGAR_TRY(PrintEvent(ev, exit_code, err));
+    }
+    return Status::Ok();
+  });
+  if (!st.ok()) return Report(err, st);
+  return exit_code;
+}
+
+Status PrintEvent(const nlohmann::json& ev, int& exit_code, std::ostream& err) {
+  std::string kind = ev.value("event", ev.value("stream", ""));
+  if (kind == "stdout") HANGAR_TRY(WriteAll(STDOUT_FILENO, DecodeBase64(ev.value("data", ""))));
+  if (kind == "stderr") HANGAR_TRY(WriteAll(STDERR_FILENO, DecodeBase64(ev.value("data", ""))));
+  if (kind == "exit") exit_code = ev.value("exit_code", -1) < 0 ? 137 : ev.value("exit_code", 1);
+  if (kind == "error") {
+    err << "hangar: error: " << ev.value("message", "exec failed") << "\n";
+    exit_code = 1;
+  }
+  return Status::Ok();
+}
+
 int RunNodeExec(const GlobalOptions& g, const NodeOptions& n, const std::string& id,
                 const nlohmann::json& command, std::ostream& err) {
   // The stream lasts as long as the command: only the connection set-up is bounded.
   auto client = NodeClient(g, n, std::chrono::milliseconds(g.timeout_ms));
   if (!client.ok()) return Report(err, client.status());
-  int exit_code = 1;
-  std::string pending;
-  Status st = client->Stream(
-      "POST", fmt::format("/node/v1/sandboxes/{}/exec", api::PercentEncode(id)), command.dump(),
-      [&](std::string_view data) -> Status {
-        pending.append(data);
-        size_t nl;
-        while ((nl = pending.find('\n')) != std::string::npos) {
-          auto ev = nlohmann::json::parse(pending.substr(0, nl), nullptr, false);
-          pending.erase(0, nl + 1);
-          if (ev.is_discarded()) return Status::Internal("malformed event from the node");
-          std::string kind = ev.value("event", "");
-          if (kind == "stdout")
-            HANGAR_TRY(WriteAll(STDOUT_FILENO, DecodeBase64(ev.value("data", ""))));
-          if (kind == "stderr")
-            HANGAR_TRY(WriteAll(STDERR_FILENO, DecodeBase64(ev.value("data", ""))));
-          if (kind == "exit")
-            exit_code = ev.value("exit_code", -1) < 0 ? 137 : ev.value("exit_code", 1);
-          if (kind == "error") {
-            err << "hangar: error: " << ev.value("message", "exec failed") << "\n";
-            exit_code = 1;
-          }
-        }
-        return Status::Ok();
-      });
-  if (!st.ok()) return Report(err, st);
-  return exit_code;
+  return StreamExec(*client, fmt::format("/node/v1/sandboxes/{}/exec", api::PercentEncode(id)),
+                    command, err);
 }
 
 int RunNodeGetFile(const GlobalOptions& g, const NodeOptions& n, const std::string& id,

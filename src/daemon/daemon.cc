@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "control_role.h"
 #include "data_dir.h"
 #include "hangar/api/json.h"
 #include "hangar/api/router.h"
@@ -19,7 +20,8 @@ struct Daemon::State {
   Clock::MonoTime started_mono;
   Clock::WallTime started_wall;
   std::optional<DataDir> data_dir;
-  std::unique_ptr<NodeRole> node;  // embedded and node roles
+  std::unique_ptr<ControlRole> control;  // embedded and control roles
+  std::unique_ptr<NodeRole> node;        // embedded and node roles
   std::unique_ptr<api::Server> server;
 };
 
@@ -67,6 +69,12 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const Config& config, Clock& clock
 
   api::Router router;
   if (Status st = AddSystemRoutes(router, s.get()); !st.ok()) return fail(st);
+  if (s->role == "embedded" || s->role == "control") {
+    auto control = ControlRole::Start(config, s->data_dir->path(), clock);
+    if (!control.ok()) return fail(control.status().With("control role"));
+    s->control = std::move(*control);
+    if (Status st = s->control->AddRoutes(router); !st.ok()) return fail(st);
+  }
   if (s->role == "embedded" || s->role == "node") {
     auto node = NodeRole::Start(config, s->data_dir->path(), clock);
     if (!node.ok()) return fail(node.status().With("node role"));
@@ -85,6 +93,22 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const Config& config, Clock& clock
   opt.access_log = config.GetBool("http.access_log");
   s->server = std::make_unique<api::Server>(opt, std::move(router));
   if (Status st = s->server->Start(); !st.ok()) return fail(st);
+  if (s->node) {
+    // The node reports to its control plane: this process when embedded.
+    std::string self = "http://" + s->server->endpoint();
+    std::string control_url = config.GetString("node.control_url");
+    std::string join = config.GetString("node.join_token");
+    if (control_url.empty() && s->control) control_url = self;
+    if (join.empty() && s->control) join = s->control->join_token();
+    std::string advertise = config.GetString("node.advertise_url");
+    if (advertise.empty()) advertise = self;
+    if (!control_url.empty()) {
+      s->node->StartHeartbeats(control_url, join, advertise);
+    } else {
+      log::Warn("node.control_url is empty: this node reports to no control plane",
+                {{"hint", "drive it with `hangar node ...`"}});
+    }
+  }
 
   log::Info("hangard started", {{"role", s->role},
                                 {"listen", s->server->endpoint()},

@@ -10,9 +10,17 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <sys/statvfs.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+
+#include "hangar/api/client.h"
 #include "hangar/api/json.h"
 #include "hangar/base/fd.h"
 #include "hangar/base/log.h"
+#include "hangar/control/api.h"
 #include "hangar/envd/client.h"
 #include "hangar/node/cgroup.h"
 #include "hangar/node/ns_driver.h"
@@ -52,6 +60,37 @@ void AddNodeOptions(ConfigSchema& s) {
          .default_value = "base",
          .help = "name of the Debian 12 template built in the background on first start "
                  "(mmdebstrap; a few minutes); empty: build none"});
+  s.Add({.key = "node.id",
+         .default_value = "",
+         .help = "this node's id in the fleet; default: node-<hostname>"});
+  s.Add({.key = "node.pool",
+         .default_value = "shared",
+         .help = "the pool this node serves (the control plane's pools: shared, hardened, "
+                 "isolated)"});
+  s.Add({.key = "node.control_url",
+         .default_value = "",
+         .help = "control plane to report to, e.g. http://10.0.0.1:7070; embedded: this "
+                 "process; empty with --role node: report to nobody (drive it with hangar node)"});
+  s.Add({.key = "node.join_token",
+         .default_value = "",
+         .help = "token the control plane's /internal API expects (its <data_dir>/join.token); "
+                 "embedded: shared automatically"});
+  s.Add({.key = "node.advertise_url",
+         .default_value = "",
+         .help = "URL the control plane uses to reach this node's API; default: "
+                 "http://<listen address>"});
+  s.Add({.key = "node.heartbeat_ms",
+         .type = OptionType::kInt,
+         .default_value = "2000",
+         .help = "how often the node reports to the control plane",
+         .min = 50,
+         .max = 600'000});
+  s.Add({.key = "node.iops_capacity",
+         .type = OptionType::kInt,
+         .default_value = "20000",
+         .help = "disk IOPS this node offers to the scheduler (sum of its sandboxes' budgets)",
+         .min = 0,
+         .max = 100'000'000});
   s.Add({.key = "node.max_sandboxes",
          .type = OptionType::kInt,
          .default_value = "1000",
@@ -313,10 +352,54 @@ struct NodeRole::State {
   node::DriverPtr ns_driver;
   std::unique_ptr<node::Supervisor> supervisor;
   std::thread template_builder;
+  // Reporting to the control plane.
+  std::string node_id, pool;
+  int64_t iops_capacity = 0;
+  std::chrono::milliseconds heartbeat_every{2000};
+  std::mutex hb_mu;
+  std::condition_variable hb_cv;
+  bool hb_stop = false;
+  std::thread heartbeats;
   ~State() {
+    {
+      std::lock_guard lk(hb_mu);
+      hb_stop = true;
+    }
+    hb_cv.notify_all();
+    if (heartbeats.joinable()) heartbeats.join();
     if (template_builder.joinable()) template_builder.join();
   }
+  control::NodeReport Report(const std::string& advertise_url) const;
 };
+
+control::NodeReport NodeRole::State::Report(const std::string& advertise_url) const {
+  control::NodeReport r;
+  r.node.id = node_id;
+  r.node.pool = pool;
+  r.node.url = advertise_url;
+  r.node.token = token;
+  for (const auto& [name, st] : supervisor->DriverStatus()) {
+    if (st.ok()) r.node.drivers.push_back(name);
+  }
+  r.node.capacity.cpu_millis = static_cast<int64_t>(::sysconf(_SC_NPROCESSORS_ONLN)) * 1000;
+  r.node.capacity.memory_mb =
+      static_cast<int64_t>(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGESIZE) / (1 << 20);
+  struct statvfs vfs {};
+  if (::statvfs(data_dir.c_str(), &vfs) == 0) {
+    r.node.capacity.disk_mb =
+        static_cast<int64_t>(vfs.f_blocks) * static_cast<int64_t>(vfs.f_frsize) / (1 << 20);
+  }
+  r.node.capacity.iops = iops_capacity;
+  if (auto list = templates->List(); list.ok()) {
+    for (const auto& t : *list) r.templates.push_back(t.name);
+  }
+  for (const auto& i : supervisor->List()) {
+    r.sandboxes.push_back(
+        {i.sandbox.id, std::string(node::StateName(i.sandbox.state)), InfoToJson(i)});
+  }
+  r.node.usage = {{"sandboxes", r.sandboxes.size()}};
+  return r;
+}
 
 NodeRole::NodeRole(std::unique_ptr<State> s) : s_(std::move(s)) {}
 NodeRole::~NodeRole() = default;
@@ -372,6 +455,15 @@ Result<std::unique_ptr<NodeRole>> NodeRole::Start(const Config& config, const st
   so.drivers = {{"ns", s->ns_driver.get()}};
   so.clock = &clock;
   so.max_sandboxes = static_cast<size_t>(config.GetInt("node.max_sandboxes"));
+  s->node_id = config.GetString("node.id");
+  if (s->node_id.empty()) {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    s->node_id = std::string("node-") + host;
+  }
+  s->pool = config.GetString("node.pool");
+  s->iops_capacity = config.GetInt("node.iops_capacity");
+  s->heartbeat_every = std::chrono::milliseconds(config.GetInt("node.heartbeat_ms"));
   HANGAR_ASSIGN_OR_RETURN(s->supervisor, node::Supervisor::Start(so));
   if (std::string base = config.GetString("node.base_template");
       !base.empty() && !s->templates->Get(base).ok()) {
@@ -391,6 +483,41 @@ Result<std::unique_ptr<NodeRole>> NodeRole::Start(const Config& config, const st
                                   {"sandboxes_recovered", s->supervisor->List().size()},
                                   {"envd", no.init_path}});
   return std::unique_ptr<NodeRole>(new NodeRole(std::move(s)));
+}
+
+void NodeRole::StartHeartbeats(const std::string& control_url, const std::string& join_token,
+                               const std::string& advertise_url) {
+  State* s = s_.get();
+  s->heartbeats = std::thread([s, control_url, join_token, advertise_url] {
+    std::optional<api::HttpClient> client;
+    bool failing = false;
+    std::unique_lock lk(s->hb_mu);
+    while (!s->hb_stop) {
+      lk.unlock();
+      if (!client) {
+        api::ClientOptions o;
+        o.timeout = std::chrono::seconds(10);
+        o.headers = {{"Authorization", "Bearer " + join_token}};
+        auto c = api::HttpClient::Create(control_url, o);
+        if (c.ok()) client.emplace(std::move(*c));
+      }
+      Status st = client ? client
+                               ->CallJson("POST", "/internal/v1/nodes/heartbeat",
+                                          control::NodeReportToJson(s->Report(advertise_url)))
+                               .status()
+                         : Status::Unavailable("no client");
+      if (!st.ok()) {
+        client.reset();
+        if (!failing)
+          log::Warn("heartbeat failed", {{"control", control_url}, {"error", st.ToString()}});
+      } else if (failing) {
+        log::Info("heartbeat delivered again", {{"control", control_url}});
+      }
+      failing = !st.ok();
+      lk.lock();
+      s->hb_cv.wait_for(lk, s->heartbeat_every, [s] { return s->hb_stop; });
+    }
+  });
 }
 
 Status NodeRole::AddRoutes(api::Router& router) {

@@ -25,6 +25,10 @@ class NodeRole {
   ~NodeRole();
 
   Status AddRoutes(api::Router& router);
+  // Reports to the control plane every node.heartbeat_ms from a thread of its own (stopped by
+  // the destructor): identity, capacity, templates and sandboxes.
+  void StartHeartbeats(const std::string& control_url, const std::string& join_token,
+                       const std::string& advertise_url);
   const std::string& token() const;
 
   struct State;

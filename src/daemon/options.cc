@@ -1,5 +1,6 @@
 #include "options.h"
 
+#include "control_role.h"
 #include "node_role.h"
 
 namespace hangar::daemon {
@@ -67,6 +68,7 @@ ConfigSchema DaemonSchema() {
          .help = "on SIGTERM/SIGINT, how long in-flight requests may take to finish",
          .min = 0,
          .max = 600'000});
+  AddControlOptions(s);
   AddNodeOptions(s);
   return s;
 }

@@ -32,24 +32,33 @@ struct ResourceRequest {
 };
 
 // pending → starting → running ⇄ paused → (exited | failed | killed | timed_out)
-enum class TaskState { kPending, kStarting, kRunning, kPaused, kExited, kFailed, kKilled, kTimedOut };
+enum class TaskState {
+  kPending,
+  kStarting,
+  kRunning,
+  kPaused,
+  kExited,
+  kFailed,
+  kKilled,
+  kTimedOut
+};
 std::string_view TaskStateName(TaskState state);
 Result<TaskState> ParseTaskState(std::string_view name);
 bool IsTerminal(TaskState state);
 
 struct Team {
-  std::string id;    // "team-..."
-  std::string name;  // unique, shown to people
+  std::string id;                // "team-..."
+  std::string name;              // unique, shown to people
   int64_t max_concurrent = 100;  // non-terminal tasks at once; 429 beyond
   int64_t created_ms = 0;
 };
 
 // Only the SHA-256 of a key is stored; the key itself is shown once, at creation.
 struct ApiKey {
-  std::string id;           // "key-..."; safe to show
+  std::string id;  // "key-..."; safe to show
   std::string team_id;
   std::string name;
-  std::string hash_hex;     // lower-case hex SHA-256 of the whole key
+  std::string hash_hex;  // lower-case hex SHA-256 of the whole key
   int64_t created_ms = 0;
   bool revoked = false;
 };
@@ -57,7 +66,7 @@ struct ApiKey {
 struct Pool {
   std::string name;  // "shared", "isolated", ...
   Tier tier = Tier::kShared;
-  std::string driver;       // node driver that serves this pool: "ns", "gvisor", "microvm"
+  std::string driver;           // node driver that serves this pool: "ns", "gvisor", "microvm"
   double overcommit_cpu = 1.0;  // ≥ 1.0; allocations may reach capacity × this; bounded ≤ 4
   double overcommit_memory = 1.0;
   int64_t default_iops = 0;  // applied when a task asks for 0
@@ -78,10 +87,10 @@ std::string_view NodeStatusName(NodeStatus status);
 Result<NodeStatus> ParseNodeStatus(std::string_view name);
 
 struct Node {
-  std::string id;    // stable, chosen by the node agent ("node-<hostname>" by default)
-  std::string pool;  // the pool it serves
-  std::string url;   // its node API, e.g. http://127.0.0.1:7071
-  std::string token; // bearer token the control plane presents to the node API
+  std::string id;     // stable, chosen by the node agent ("node-<hostname>" by default)
+  std::string pool;   // the pool it serves
+  std::string url;    // its node API, e.g. http://127.0.0.1:7071
+  std::string token;  // bearer token the control plane presents to the node API
   std::vector<std::string> drivers;  // drivers the node can run
   NodeCapacity capacity;
   NodeStatus status = NodeStatus::kReady;
@@ -92,7 +101,7 @@ struct Node {
 
 // A sandbox as the fleet sees it: the request, where it runs, and its state.
 struct Task {
-  std::string id;       // "sb-..."; also the sandbox id on its node
+  std::string id;  // "sb-..."; also the sandbox id on its node
   std::string team_id;
   std::string idempotency_key;  // "" = none; unique per team when set
   // The request.
@@ -119,10 +128,10 @@ struct Task {
   std::optional<int> exit_code;
   int64_t created_ms = 0;
   int64_t updated_ms = 0;
-  int64_t started_ms = 0;  // 0 = not yet
-  int64_t ended_ms = 0;    // 0 = not yet
-  int64_t deadline_ms = 0; // 0 = none; the task is timed out at this time
-  int64_t version = 0;     // bumped on every update; UpdateTask compares it
+  int64_t started_ms = 0;   // 0 = not yet
+  int64_t ended_ms = 0;     // 0 = not yet
+  int64_t deadline_ms = 0;  // 0 = none; the task is timed out at this time
+  int64_t version = 0;      // bumped on every update; UpdateTask compares it
 };
 
 // One row of a task's state history.
@@ -138,9 +147,9 @@ struct StateChange {
 struct RoutingDecision {
   std::string task_id;
   Tier tier = Tier::kShared;
-  std::string rule;  // name of the deciding rule ("default" when none matched)
+  std::string rule;         // name of the deciding rule ("default" when none matched)
   std::string explanation;  // human-readable, e.g. "paths[0]='services/payments/x.go' matched ..."
-  std::string policy_version;  // hash of the policy text that decided
+  std::string policy_version;                      // hash of the policy text that decided
   nlohmann::json trace = nlohmann::json::array();  // every rule evaluated, in order, with outcome
   int64_t at_ms = 0;
 };
@@ -149,7 +158,7 @@ struct RoutingDecision {
 struct Event {
   int64_t seq = 0;  // assigned by the store, increasing
   int64_t at_ms = 0;
-  std::string kind;  // "task.created", "node.lost", "policy.reloaded", ...
+  std::string kind;     // "task.created", "node.lost", "policy.reloaded", ...
   std::string subject;  // the id it is about
   std::string team_id;  // "" for fleet-wide events
   nlohmann::json data = nlohmann::json::object();

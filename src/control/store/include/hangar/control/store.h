@@ -19,17 +19,17 @@
 namespace hangar::control {
 
 struct TaskFilter {
-  std::string team_id;  // "" = every team (fleet-internal callers only)
-  std::vector<TaskState> states;  // empty = any
+  std::string team_id;                          // "" = every team (fleet-internal callers only)
+  std::vector<TaskState> states;                // empty = any
   std::map<std::string, std::string> labels;    // all must match exactly
   std::map<std::string, std::string> metadata;  // all must match exactly (string values)
-  std::string node_id;  // "" = any
-  int limit = 100;  // 1..1000
+  std::string node_id;                          // "" = any
+  int limit = 100;                              // 1..1000
   std::string page_token;  // "" = from the start; else what the previous page returned
 };
 
 struct TaskPage {
-  std::vector<Task> tasks;  // newest first (created_ms desc, id desc)
+  std::vector<Task> tasks;      // newest first (created_ms desc, id desc)
   std::string next_page_token;  // "" = no more
 };
 
