@@ -651,6 +651,13 @@ Result<CreateOutcome> ControlService::Create(const Team& team, CreateRequest req
                      .at_ms = t.created_ms};
   {
     std::unique_lock lk(s.mu);
+    // A retry of an earlier create is answered with what that one made, before any check that
+    // could turn it away (quota, capacity).
+    if (!t.idempotency_key.empty()) {
+      HANGAR_ASSIGN_OR_RETURN(auto earlier,
+                              s.opt.store->FindTaskByIdempotencyKey(team.id, t.idempotency_key));
+      if (earlier) return CreateOutcome{*earlier, false};
+    }
     const Pool* pool = s.PoolForTier(t.tier);
     if (pool != nullptr) {
       t.pool = pool->name;

@@ -245,6 +245,10 @@ TEST_F(ServiceTest, QuotaIdempotencyAndTemplates) {
   for (int i = 1; i < 10; ++i) ASSERT_TRUE(Create().ok());
   auto over = Create();
   EXPECT_EQ(over.status().code(), Code::kResourceExhausted) << over.status().ToString();
+  // At the quota, a retry of an earlier create still gets its task back.
+  auto retry = Create([](Task& t) { t.idempotency_key = "k1"; });
+  ASSERT_TRUE(retry.ok()) << retry.status().ToString();
+  EXPECT_EQ(retry->task.id, first->task.id);
 }
 
 TEST_F(ServiceTest, TimeoutEndsTheTaskAndRemovesTheSandbox) {

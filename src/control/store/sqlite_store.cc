@@ -478,6 +478,8 @@ class SqliteStore final : public Store {
 
   Result<CreateTaskResult> CreateTask(const Task& task, const RoutingDecision& decision) override;
   Result<std::optional<Task>> GetTask(const std::string& id) override;
+  Result<std::optional<Task>> FindTaskByIdempotencyKey(const std::string& team_id,
+                                                       const std::string& key) override;
   Result<TaskPage> ListTasks(const TaskFilter& filter) override;
   Result<Task> UpdateTask(const Task& task) override;
   Result<std::vector<Task>> ListPendingTasks() override;
@@ -972,6 +974,19 @@ Result<CreateTaskResult> SqliteStore::CreateTask(const Task& task,
 Result<std::optional<Task>> SqliteStore::GetTask(const std::string& id) {
   std::lock_guard lock(mu_);
   return GetTaskLocked(id);
+}
+
+Result<std::optional<Task>> SqliteStore::FindTaskByIdempotencyKey(const std::string& team_id,
+                                                                  const std::string& key) {
+  const std::string what = "find task by idempotency key";
+  if (key.empty()) return std::optional<Task>();
+  std::lock_guard lock(mu_);
+  HANGAR_ASSIGN_OR_RETURN(
+      Stmt s, Prepare(fmt::format("SELECT {} FROM tasks WHERE team_id = ? AND idempotency_key = ?",
+                                  kTaskColumns),
+                      what));
+  s.Text(team_id).Text(key);
+  return ReadOne<Task>(s, ReadTask, what);
 }
 
 Result<TaskPage> SqliteStore::ListTasks(const TaskFilter& filter) {

@@ -439,6 +439,21 @@ TEST_P(StoreConformanceTest, IdempotencyKeyReturnsTheExistingTask) {
   auto decision = store_->GetDecision("sb-2");
   STORE_ASSERT_OK(decision);
   EXPECT_FALSE(decision->has_value());
+
+  auto found = store_->FindTaskByIdempotencyKey("team-a", "req-1");
+  STORE_ASSERT_OK(found);
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ((*found)->id, "sb-1");
+  auto other = store_->FindTaskByIdempotencyKey("team-b", "req-1");
+  STORE_ASSERT_OK(other);
+  ASSERT_TRUE(other->has_value());
+  EXPECT_EQ((*other)->id, "sb-3");
+  auto none = store_->FindTaskByIdempotencyKey("team-a", "req-9");
+  STORE_ASSERT_OK(none);
+  EXPECT_FALSE(none->has_value());
+  auto empty = store_->FindTaskByIdempotencyKey("team-a", "");
+  STORE_ASSERT_OK(empty);
+  EXPECT_FALSE(empty->has_value());
 }
 
 TEST_P(StoreConformanceTest, IdempotencyRaceCreatesExactlyOne) {

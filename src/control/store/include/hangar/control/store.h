@@ -64,6 +64,9 @@ class Store {
   virtual Result<CreateTaskResult> CreateTask(const Task& task,
                                               const RoutingDecision& decision) = 0;
   virtual Result<std::optional<Task>> GetTask(const std::string& id) = 0;
+  // The task a team created with this idempotency key, if any.
+  virtual Result<std::optional<Task>> FindTaskByIdempotencyKey(const std::string& team_id,
+                                                               const std::string& key) = 0;
   virtual Result<TaskPage> ListTasks(const TaskFilter& filter) = 0;
   // Writes `task` if the stored version equals task.version (else Aborted), storing
   // version + 1 and returning the stored task. A state change appends a history row.
