@@ -3,6 +3,9 @@
 # (control + node roles, state in the data directory, API on 127.0.0.1) in the background.
 #   scripts/run.sh            start (or report the running daemon)
 #   scripts/run.sh stop       stop it (SIGTERM; graceful)
+# Then it shows the fleet at work (HANGAR_DEMO=0 skips this): a routine task run on the shared tier
+# and a payments task routed to the isolated tier, pending because embedded mode has no microVM
+# node yet.
 # Environment: HANGAR_DATA_DIR (default /var/lib/hangar), HANGAR_LISTEN (127.0.0.1:7070), and
 # any other HANGAR_* configuration variable (see docs/configuration.md).
 set -euo pipefail
@@ -50,12 +53,35 @@ else
   done
 fi
 
-"$bin/hangar" --server "http://$listen" status
+hangar() { HANGAR_DATA_DIR="$data_dir" "$bin/hangar" --server "http://$listen" "$@"; }
+hangar status
+
+# The demo: wait for the `base` template (built in the background on the first start), then a
+# routine task on the shared tier and a payments task that the shipped policy routes to the
+# isolated tier — which has no node in embedded mode, so it waits, saying why.
+if [[ "${HANGAR_DEMO:-1}" == "1" ]]; then
+  echo
+  echo "== waiting for the base template (first start: mmdebstrap, a few minutes)"
+  for _ in $(seq 1800); do
+    if hangar --json node templates 2>/dev/null | grep -q '"name": "base"'; then break; fi
+    sleep 1
+  done
+  echo "== a routine task: hangar run -- bash -lc 'echo hello from \$(hostname)'"
+  hangar run --label demo=routine -- bash -lc 'echo hello from $(hostname); uname -sr'
+  echo "== a task touching services/payments/**: hangar run -d --path services/payments/api.go"
+  payments=$(hangar run -d --label demo=payments --path services/payments/api.go -- true 2>/dev/null)
+  hangar route explain "$payments"
+  echo "== hangar ls"
+  hangar ls --label demo=routine
+  hangar ls --label demo=payments
+  echo "(the payments task stays pending until an isolated pool has a node: hangar kill $payments)"
+fi
+
 cat <<MSG
 
 Hangar is running in embedded mode.
   API:       http://$listen   (try: curl http://$listen/v1/version)
-  CLI:       $bin/hangar status
+  CLI:       HANGAR_DATA_DIR=$data_dir $bin/hangar ls   (run, exec, logs, kill, nodes, pools, route)
   Data/logs: $data_dir (hangard.log)
   Stop:      scripts/run.sh stop
 MSG

@@ -21,6 +21,8 @@ struct GlobalOptions {
   std::string server = "http://127.0.0.1:7070";
   bool json = false;
   int timeout_ms = 5000;
+  // Everything after the first `--`: a command and its own arguments, never parsed as ours.
+  std::vector<std::string> trailing;
 };
 
 // GET /healthz and /v1/version; a one-paragraph summary, or one JSON object with --json.

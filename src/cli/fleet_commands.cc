@@ -248,27 +248,44 @@ void AddFleetCommands(CLI::App& app, GlobalOptions& g, FleetOptions& f, int& rc)
       "run", "run a command in a new sandbox, stream its output, exit with its code");
   run->add_option("--template", r.tmpl, "template")->capture_default_str();
   run->add_option("--tier", r.tier, "ask for at least this tier (shared|hardened|isolated)");
-  run->add_option("--label", r.labels, "KEY=VALUE, repeatable (routing input)");
-  run->add_option("--path", r.paths, "repository path the task touches, repeatable");
-  run->add_option("--secret", r.secrets, "secret the task needs, repeatable");
-  run->add_option("--egress", r.egress, "egress destination the task needs, repeatable");
+  run->add_option("--label", r.labels, "KEY=VALUE, repeatable (routing input)")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  run->add_option("--path", r.paths, "repository path the task touches, repeatable")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  run->add_option("--secret", r.secrets, "secret the task needs, repeatable")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  run->add_option("--egress", r.egress, "egress destination the task needs, repeatable")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   run->add_option("--repo", r.repo, "repository the task works on");
   run->add_option("--cpu", r.cpu, "CPU cores (e.g. 0.5)");
   run->add_option("--memory", r.memory_mb, "memory in MiB");
   run->add_option("--disk", r.disk_mb, "disk in MiB");
   run->add_option("--iops", r.iops, "disk IOPS budget");
   run->add_option("--timeout", r.timeout_s, "seconds the sandbox may live")->capture_default_str();
-  run->add_option("--env", r.env, "KEY=VALUE, repeatable");
+  run->add_option("--env", r.env, "KEY=VALUE, repeatable")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   run->add_flag("--no-wait", r.no_wait, "fail with 503 instead of queueing when no capacity");
   run->add_flag("-d,--detach", r.detach, "print the id and return without following");
-  run->add_option("command", r.argv, "command and arguments (after --)");
-  run->callback([&] { rc = RunRun(g, f, r, std::cout, std::cerr); });
+  // After `--` (split off before parsing, see main.cc) the command's own flags never reach our
+  // parser: `hangar run --label a=b -- bash -lc 'make test'`.
+  run->add_option("command", r.argv, "command and arguments (after --); none: an idle sandbox");
+  run->callback([&] {
+    r.argv.insert(r.argv.end(), g.trailing.begin(), g.trailing.end());
+    rc = RunRun(g, f, r, std::cout, std::cerr);
+  });
 
   static std::string state, id;
   static std::vector<std::string> label_filter;
   auto* ls = app.add_subcommand("ls", "list your sandboxes");
   ls->add_option("--state", state, "comma-separated states, e.g. running,pending");
-  ls->add_option("--label", label_filter, "KEY=VALUE filter, repeatable");
+  ls->add_option("--label", label_filter, "KEY=VALUE filter, repeatable")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   ls->callback([&] {
     std::string path = "/v1/sandboxes?limit=1000";
     if (!state.empty()) path += "&state=" + api::PercentEncode(state);
@@ -300,8 +317,14 @@ void AddFleetCommands(CLI::App& app, GlobalOptions& g, FleetOptions& f, int& rc)
   exec->add_option("id", id, "sandbox id")->required();
   exec->add_option("--user", exec_user, "user inside");
   exec->add_option("--cwd", exec_cwd, "working directory");
-  exec->add_option("command", exec_argv, "command and arguments (after --)")->required();
+  exec->add_option("command", exec_argv, "command and arguments (after --)");
   exec->callback([&] {
+    exec_argv.insert(exec_argv.end(), g.trailing.begin(), g.trailing.end());
+    if (exec_argv.empty()) {
+      std::cerr << "hangar: error: exec needs a command (hangar exec ID -- cmd args...)\n";
+      rc = 2;
+      return;
+    }
     auto client = FleetClient(g, f, std::chrono::milliseconds(g.timeout_ms));
     if (!client.ok()) {
       rc = Report(std::cerr, client.status());

@@ -11,6 +11,7 @@
 #include <iostream>
 #include <iterator>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
@@ -89,7 +90,9 @@ int main(int argc, char** argv) {
   create->add_option("--read-bps", c.rbps, "read bytes/s limit (0 = none)");
   create->add_option("--write-bps", c.wbps, "write bytes/s limit (0 = none)");
   create->add_option("--timeout", c.timeout, "seconds until it is destroyed (0 = never)");
-  create->add_option("--env", c.env, "KEY=VALUE, repeatable");
+  create->add_option("--env", c.env, "KEY=VALUE, repeatable")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   create->callback([&] {
     nlohmann::json body = {{"template", c.tmpl},
                            {"driver", c.driver},
@@ -153,9 +156,17 @@ int main(int argc, char** argv) {
   exec->add_option("--user", ex.user, "user inside (default: the template's default user)");
   exec->add_option("--cwd", ex.cwd, "working directory (default: the user's home)");
   exec->add_option("--timeout-ms", ex.timeout_ms, "kill the command after this long");
-  exec->add_option("--env", ex.env, "KEY=VALUE, repeatable");
-  exec->add_option("command", ex.argv, "command and arguments (after --)")->required();
+  exec->add_option("--env", ex.env, "KEY=VALUE, repeatable")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  exec->add_option("command", ex.argv, "command and arguments (after --)");
   exec->callback([&] {
+    ex.argv.insert(ex.argv.end(), g.trailing.begin(), g.trailing.end());
+    if (ex.argv.empty()) {
+      std::cerr << "hangar: error: exec needs a command (hangar node exec ID -- cmd args...)\n";
+      rc = 2;
+      return;
+    }
     nlohmann::json body = {{"cmd", ex.argv[0]},
                            {"args", std::vector<std::string>(ex.argv.begin() + 1, ex.argv.end())},
                            {"user", ex.user},
@@ -181,8 +192,18 @@ int main(int argc, char** argv) {
     rc = RunNodePutFile(g, n, id, file_path, std::move(data), std::cout, std::cerr);
   });
 
+  // A command to run goes after `--`; CLI11 (2.1) would otherwise read its flags as ours once a
+  // repeatable option came first. Split it off before parsing.
+  int parsed = argc;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--") {
+      parsed = i;
+      g.trailing.assign(argv + i + 1, argv + argc);
+      break;
+    }
+  }
   try {
-    app.parse(argc, argv);
+    app.parse(parsed, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {

@@ -11,38 +11,10 @@
 #include "commands.h"
 #include "hangar/api/client.h"
 #include "hangar/api/query.h"
+#include "hangar/base/base64.h"
 #include "hangar/base/fd.h"
 
 namespace hangar::cli {
-
-namespace {
-
-std::string DecodeBase64(std::string_view in) {
-  auto val = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  std::string out;
-  uint32_t buf = 0;
-  int bits = 0;
-  for (char c : in) {
-    int v = val(c);
-    if (v < 0) continue;
-    buf = (buf << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((buf >> bits) & 0xff);
-    }
-  }
-  return out;
-}
-
-}  // namespace
 
 Result<std::string> NodeToken(const NodeOptions& n) {
   if (!n.token.empty()) return n.token;
@@ -122,8 +94,10 @@ int StreamExec(api::HttpClient& client, const std::string& path, const nlohmann:
 
 Status PrintEvent(const nlohmann::json& ev, int& exit_code, std::ostream& err) {
   std::string kind = ev.value("event", ev.value("stream", ""));
-  if (kind == "stdout") HANGAR_TRY(WriteAll(STDOUT_FILENO, DecodeBase64(ev.value("data", ""))));
-  if (kind == "stderr") HANGAR_TRY(WriteAll(STDERR_FILENO, DecodeBase64(ev.value("data", ""))));
+  if (kind == "stdout")
+    HANGAR_TRY(WriteAll(STDOUT_FILENO, Base64Decode(ev.value("data", "")).value_or("")));
+  if (kind == "stderr")
+    HANGAR_TRY(WriteAll(STDERR_FILENO, Base64Decode(ev.value("data", "")).value_or("")));
   if (kind == "exit") exit_code = ev.value("exit_code", -1) < 0 ? 137 : ev.value("exit_code", 1);
   if (kind == "error") {
     err << "hangar: error: " << ev.value("message", "exec failed") << "\n";

@@ -18,6 +18,7 @@
 
 #include "hangar/api/client.h"
 #include "hangar/api/json.h"
+#include "hangar/base/base64.h"
 #include "hangar/base/fd.h"
 #include "hangar/base/log.h"
 #include "hangar/control/api.h"
@@ -277,27 +278,6 @@ nlohmann::json UsageToJson(const node::Usage& u) {
 }
 
 namespace {
-
-std::string Base64(std::string_view in) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
-    for (int s = 18; s >= 0; s -= 6) out += kAlphabet[(v >> s) & 63];
-  }
-  if (i < in.size()) {
-    uint32_t v = uint8_t(in[i]) << 16;
-    if (i + 1 < in.size()) v |= uint8_t(in[i + 1]) << 8;
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += i + 1 < in.size() ? kAlphabet[(v >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
-}
 
 Result<envd::Command> CommandFromJson(const nlohmann::json& j) {
   HANGAR_TRY(CheckKeys(j, "", {"cmd", "args", "env", "cwd", "user", "timeout_ms", "stdin"}));
@@ -634,10 +614,10 @@ Status NodeRole::AddRoutes(api::Router& router) {
           auto emit = [&](const nlohmann::json& ev) { (void)writer->Write(ev.dump() + "\n"); };
           envd::OutputHandler out;
           out.on_stdout = [&](std::string_view d) {
-            emit({{"event", "stdout"}, {"data", Base64(d)}});
+            emit({{"event", "stdout"}, {"data", Base64Encode(d)}});
           };
           out.on_stderr = [&](std::string_view d) {
-            emit({{"event", "stderr"}, {"data", Base64(d)}});
+            emit({{"event", "stderr"}, {"data", Base64Encode(d)}});
           };
           auto done = client.Run(cmd, out);
           if (done.ok()) {

@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "hangar/base/base64.h"
 #include "hangar/base/clock.h"
 #include "hangar/base/status.h"
 
@@ -86,13 +87,10 @@ Result<std::string> SingleEnvelope(std::string_view body);
 
 // --- proto3 JSON ------------------------------------------------------------------------------
 
-// Standard base64 with padding (what proto3 JSON emits for bytes).
-std::string Base64Encode(std::string_view data);
-// Standard alphabet without padding (Go's base64.RawStdEncoding).
-std::string Base64RawEncode(std::string_view data);
-// Accepts the standard and the URL-safe alphabet, with or without padding (proto3 JSON parsers
-// must). Anything else → invalid_argument.
-Result<std::string> Base64Decode(std::string_view text);
+// Base64 as proto3 JSON wants it: hangar/base/base64.h.
+using ::hangar::Base64Decode;
+using ::hangar::Base64Encode;
+using ::hangar::Base64RawEncode;
 
 // google.protobuf.Timestamp: "2026-11-29T08:53:18.123456789Z", with 0, 3, 6 or 9 fractional
 // digits as protobuf's own formatter chooses.
