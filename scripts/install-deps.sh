@@ -13,7 +13,7 @@ BUILD_PKGS=(
 )
 # Tools the node runtime drives (templates, disks) and that tests and benchmarks use as real peers.
 TEST_PKGS=(curl wrk nginx-light procps iproute2 util-linux e2fsprogs python3 python3-jsonschema python3-yaml
-  busybox-static uidmap mmdebstrap umoci trinity fio bubblewrap crun)
+  busybox-static uidmap mmdebstrap umoci trinity fio bubblewrap crun runsc qemu-system-x86 qemu-utils cpio)
 
 want=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}")
 if [[ -n "${HANGAR_EXTRA_PKGS:-}" ]]; then
@@ -30,18 +30,25 @@ done
 
 if ((${#missing[@]} == 0)); then
   echo "install-deps: all ${#want[@]} packages present"
-  exit 0
+else
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: missing packages (${missing[*]}); run as root" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # nginx-light starts a system service on install; the benchmarks run their own instance.
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+  echo "install-deps: done"
 fi
 
-if [[ $(id -u) -ne 0 ]]; then
-  echo "install-deps: missing packages (${missing[*]}); run as root" >&2
-  exit 1
+# The microVM tier's guest kernel (Debian's cloud kernel) and initramfs, cached once: nodes
+# never download at run time. Idempotent. Without root it is left for later (the microvm driver
+# then reports itself unavailable, naming this script).
+if [[ $(id -u) -eq 0 ]]; then
+  "$(dirname "$0")/fetch-guest-kernel.sh"
+else
+  echo "install-deps: not root; skipping scripts/fetch-guest-kernel.sh (microVM tier)" >&2
 fi
-
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# nginx-light starts a system service on install; the benchmarks run their own instance.
-if command -v systemctl >/dev/null 2>&1; then systemctl disable --now nginx >/dev/null 2>&1 || true; fi
-echo "install-deps: done"

@@ -40,6 +40,7 @@ if pid=$(running_pid); then
 else
   mkdir -p "$data_dir"
   HANGAR_DATA_DIR="$data_dir" HANGAR_LISTEN="$listen" \
+    HANGAR_NODE_WARM_POOL="${HANGAR_NODE_WARM_POOL:-base:2}" \
     nohup "$bin/hangard" --pid-file "$pidfile" >>"$data_dir/hangard.log" 2>&1 &
   daemon=$!
   for _ in $(seq 100); do

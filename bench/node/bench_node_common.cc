@@ -191,6 +191,9 @@ Result<std::unique_ptr<BenchNode>> BenchNode::Open(BenchNodeOptions options) {
   d.init_args = n->o_.init_args;
   d.wait_for_envd = n->o_.wait_for_envd;
   d.disk_pool.targets = n->o_.disk_pool;
+  d.warm_pool = n->o_.warm_pool;
+  d.default_write_bps = n->o_.default_write_bps;
+  d.default_write_iops = n->o_.default_write_iops;
   HANGAR_ASSIGN_OR_RETURN(n->driver_, node::NewNsDriver(d));
   return n;
 }

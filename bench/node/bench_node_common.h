@@ -73,7 +73,10 @@ struct BenchNodeOptions {
   bool wait_for_envd = false;
   std::map<uint64_t, size_t> disk_pool;  // size_mb → ready disks
   uint32_t id_slots = 64;
-  uint32_t id_base = 0;  // 0: derived from the tag (distinct from the tests' ranges)
+  uint32_t id_base = 0;             // 0: derived from the tag (distinct from the tests' ranges)
+  node::WarmPoolOptions warm_pool;  // the driver's pre-started sandboxes (off by default)
+  int64_t default_write_bps = 0;    // the driver's node default I/O limits
+  int64_t default_write_iops = 0;
 };
 
 // What is left of a BenchNode's resources (all zero after a clean teardown).

@@ -1,7 +1,7 @@
 // bench_node_io: disk I/O isolation between shared-tier sandboxes, and IOPS limit accuracy.
 //
 //   bench_node_io [--runtime S] [--iops-runtime S] [--read-iops N] [--write-iops N]
-//                 [--neighbour-wbps MiB] [--neighbour-wiops N] [--no-device-rule]
+//                 [--neighbour-wbps MiB] [--neighbour-wiops N] [--no-node-default]
 //                 [--template NAME] [--prepare]
 //
 // Every fio runs inside a real sandbox (NsDriver: user/pid/mnt/net namespaces, id-mapped overlay
@@ -15,10 +15,10 @@
 // followed by fsync (two fio jobs, queue depth 1) on its disk, alone and then beside a neighbour
 // that floods its own disk with 1 MiB buffered sequential writes:
 //   1. solo;  2. neighbour unthrottled;  3. neighbour with Resources.write_bps/write_iops (the
-//   driver's cgroup throttle on the neighbour's loop device);  4. (unless --no-device-rule) the
-//   same limit as a device-level rule: the root blkio group's throttle on the neighbour's own
-//   loop device, which is what background writeback (issued from the root group in cgroup v1)
-//   passes through. Run 4 is a candidate fix, measured beside the shipped behaviour.
+//   driver writes the throttle for the neighbour's loop device to its blkio group and, on
+//   cgroup v1, to the root blkio group, which background writeback passes through);
+//   4. (unless --no-node-default) the neighbour asks for no limit, on a driver whose
+//   default_write_bps/iops are that same limit.
 // Printed: victim p50/p99 of reads, of writes and of fsyncs, each as a ratio to solo; the
 // neighbour's device write rate (/sys/block/loopN/stat) during the victim's run.
 // Accuracy: fio --direct=1 random reads (writes) at queue depth 8 in a sandbox with read_iops
@@ -55,7 +55,7 @@ struct Flags {
   int write_iops = 500;
   int neighbour_wbps_mib = 16;
   int neighbour_wiops = 400;
-  bool device_rule = true;
+  bool node_default = true;
   bool prepare_only = false;
   std::string template_name = "bench-bookworm-fio";
 };
@@ -65,7 +65,7 @@ void Usage() {
                "usage: bench_node_io [--runtime S] [--iops-runtime S] [--read-iops N] "
                "[--write-iops N]\n"
                "                     [--neighbour-wbps MiB] [--neighbour-wiops N] "
-               "[--no-device-rule]\n"
+               "[--no-node-default]\n"
                "                     [--template NAME] [--prepare]\n");
 }
 
@@ -91,8 +91,8 @@ std::optional<Flags> ParseFlags(int argc, char** argv) {
       ok = num(f.neighbour_wbps_mib);
     else if (a == "--neighbour-wiops")
       ok = num(f.neighbour_wiops);
-    else if (a == "--no-device-rule")
-      f.device_rule = false;
+    else if (a == "--no-node-default")
+      f.node_default = false;
     else if (a == "--prepare")
       f.prepare_only = true;
     else if (a == "--template" && i + 1 < argc)
@@ -112,56 +112,24 @@ uint64_t SectorsWritten(const std::string& majmin) {
   return v[6];
 }
 
-// A device-level throttle in the root blkio group for one device; removed on destruction.
-// Background writeback runs in the root group under cgroup v1, so a rule there on a loop
-// device that only one sandbox uses limits that sandbox's writeback too.
-class RootDeviceRule {
- public:
-  static Result<RootDeviceRule> Set(const std::string& majmin, uint64_t wbps, uint64_t wiops) {
-    RootDeviceRule r;
-    r.majmin_ = majmin;
-    if (wbps) {
-      HANGAR_TRY(r.Write("blkio.throttle.write_bps_device", wbps));
-      r.files_.push_back("blkio.throttle.write_bps_device");
-    }
-    if (wiops) {
-      HANGAR_TRY(r.Write("blkio.throttle.write_iops_device", wiops));
-      r.files_.push_back("blkio.throttle.write_iops_device");
-    }
-    return r;
-  }
-  RootDeviceRule() = default;
-  RootDeviceRule(RootDeviceRule&& o) noexcept
-      : majmin_(std::move(o.majmin_)), files_(std::move(o.files_)) {
-    o.files_.clear();
-  }
-  RootDeviceRule& operator=(RootDeviceRule&&) = delete;
-  ~RootDeviceRule() {
-    for (const auto& f : files_) (void)Write(f, 0);  // "M:m 0" deletes the rule
-  }
-
- private:
-  Status Write(const std::string& file, uint64_t v) const {
-    return WriteFile("/sys/fs/cgroup/blkio/" + file, fmt::format("{} {}\n", majmin_, v));
-  }
-  std::string majmin_;
-  std::vector<std::string> files_;
-};
-
 class IoBench {
  public:
-  IoBench(Flags f, BenchNode& node, std::string fio_template)
-      : f_(std::move(f)), node_(node), tmpl_(std::move(fio_template)) {}
+  // `defaults_node` is a node whose driver imposes the default write limits (or null).
+  IoBench(Flags f, BenchNode& node, std::string fio_template, BenchNode* defaults_node)
+      : f_(std::move(f)),
+        node_(node),
+        defaults_node_(defaults_node),
+        tmpl_(std::move(fio_template)) {}
 
   // Starts a sandbox running `/usr/bin/fio <args>` as its init.
   Result<node::Sandbox*> StartFio(const std::string& id, const std::string& fio_args,
-                                  node::Resources r) {
+                                  node::Resources r, BenchNode* on = nullptr) {
     node::SandboxSpec spec;
     spec.id = id;
     spec.template_name = tmpl_;
     spec.resources = r;
     spec.env = {{"BENCH_CMD", "/usr/bin/fio " + fio_args}};
-    return node_.Create(spec);
+    return (on ? *on : node_).Create(spec);
   }
 
   // Waits for a fio sandbox to finish and returns fio's JSON report from its console.
@@ -236,7 +204,8 @@ class IoBench {
   }
 
   // The neighbour: 1 MiB buffered sequential writes to its own disk, until destroyed.
-  Result<node::Sandbox*> StartNeighbour(const std::string& id, int64_t wbps, int64_t wiops) {
+  Result<node::Sandbox*> StartNeighbour(const std::string& id, int64_t wbps, int64_t wiops,
+                                        BenchNode& on) {
     node::Resources r;
     r.memory_mb = 512;
     r.disk_mb = 2048;
@@ -246,30 +215,22 @@ class IoBench {
                     "--output-format=json --name=flood --directory=/var/tmp --filename=flood.dat "
                     "--size=1536M --rw=write --bs=1M --direct=0 --ioengine=psync --time_based "
                     "--runtime=900",
-                    r);
+                    r, &on);
   }
 
-  // Victim beside a neighbour; `device_rule` adds the root-group rule on its loop device.
+  // Victim beside a neighbour that asks for write_bps/write_iops (0: none). The driver writes
+  // the limit to the neighbour's blkio group and, on cgroup v1, to the root blkio group for its
+  // loop device. `node_default`: the neighbour asks for nothing and runs on the node whose
+  // driver imposes the default write limit.
   Result<Victim> RunWithNeighbour(const std::string& tag, int64_t wbps, int64_t wiops,
-                                  bool device_rule) {
-    HANGAR_ASSIGN_OR_RETURN(node::Sandbox * nb, StartNeighbour("nb" + tag, wbps, wiops));
+                                  bool node_default) {
+    BenchNode& on = node_default && defaults_node_ ? *defaults_node_ : node_;
+    HANGAR_ASSIGN_OR_RETURN(node::Sandbox * nb, StartNeighbour("nb" + tag, wbps, wiops, on));
     std::string dev = nb->Info().disk_device;
-    std::optional<RootDeviceRule> rule;
-    if (device_rule) {
-      auto r = RootDeviceRule::Set(dev, static_cast<uint64_t>(wbps), static_cast<uint64_t>(wiops));
-      if (!r.ok()) {
-        (void)node_.Destroy("nb" + tag);
-        return r.status();
-      }
-      rule.emplace(std::move(*r));
-    }
     // Let the flood fill the page cache and reach the device before the victim starts.
     for (int i = 0; i < 30 && !StopRequested(); ++i) std::this_thread::sleep_for(100ms);
     auto v = RunVictim("vi" + tag, dev);
-    // The neighbour's dirty pages are written back at unmount; without the device rule that is
-    // not throttled (it runs in this process, in the root group), so teardown stays short.
-    rule.reset();
-    Status d = node_.Destroy("nb" + tag);
+    Status d = on.Destroy("nb" + tag);
     if (!v.ok()) return v.status();
     if (!d.ok()) return d;
     return v;
@@ -294,6 +255,7 @@ class IoBench {
  private:
   Flags f_;
   BenchNode& node_;
+  BenchNode* defaults_node_;
   std::string tmpl_;
 };
 
@@ -342,11 +304,23 @@ int Run(const Flags& f) {
   o.id_slots = 16;
   auto node = BenchNode::Open(o);
   if (!node.ok()) return std::fprintf(stderr, "%s\n", node.status().ToString().c_str()), 1;
-
-  std::printf("%s\n", LoadLine().c_str());
-  IoBench b(f, **node, f.template_name);
   const int64_t wbps = int64_t{f.neighbour_wbps_mib} << 20;
   const int64_t wiops = f.neighbour_wiops;
+  // A second node whose driver imposes the same limit as its default (NsDriverOptions::
+  // default_write_bps/iops) on sandboxes that ask for none.
+  std::unique_ptr<BenchNode> defaults_node;
+  if (f.node_default) {
+    BenchNodeOptions od = o;
+    od.tag = "iodef";
+    od.default_write_bps = wbps;
+    od.default_write_iops = wiops;
+    auto n = BenchNode::Open(od);
+    if (!n.ok()) return std::fprintf(stderr, "%s\n", n.status().ToString().c_str()), 1;
+    defaults_node = std::move(*n);
+  }
+
+  std::printf("%s\n", LoadLine().c_str());
+  IoBench b(f, **node, f.template_name, defaults_node.get());
   int rc = 0;
   auto fail = [&](const char* what, const Status& s) {
     std::fprintf(stderr, "%s: %s\n", what, s.ToString().c_str());
@@ -385,10 +359,10 @@ int Run(const Flags& f) {
     };
     if (rc == 0) add("neighbour unthrottled", b.RunWithNeighbour("u", 0, 0, false));
     if (rc == 0) {
-      add("neighbour limited (cgroup: Resources)", b.RunWithNeighbour("t", wbps, wiops, false));
+      add("neighbour limited (Resources)", b.RunWithNeighbour("t", wbps, wiops, false));
     }
-    if (rc == 0 && f.device_rule) {
-      add("neighbour limited (+ root device rule)", b.RunWithNeighbour("d", wbps, wiops, true));
+    if (rc == 0 && f.node_default) {
+      add("neighbour asks none (node default)", b.RunWithNeighbour("d", 0, 0, true));
     }
     std::printf("   %-40s %12s %12s %12s %12s %8s %8s %9s %6s\n", "", "read p50", "read p99",
                 "write p99", "fsync p99", "read", "fsync", "nbr disk", "step");

@@ -17,7 +17,9 @@
 # starts; that build is outside the step's time bound.
 # Env: ITERATIONS (60), POOLED (100), COUNT (500), JOBS (2), IO_RUNTIME (12), STEP_TIMEOUT (300 s),
 #      STEPS ("start density io"), ENVD (path of the envd binary; default: envd next to the
-#      benchmarks, i.e. build the `envd` target too).
+#      benchmarks, i.e. build the `envd` target too), BALLAST_MOUNTS (0: N extra tmpfs mounts in
+#      the node's mount namespace during the steps, as a node with N/3 sandboxes has; removed at
+#      the end: shows whether start cost grows with the node's mounts).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,6 +30,7 @@ count="${COUNT:-500}"
 jobs="${JOBS:-2}"
 io_runtime="${IO_RUNTIME:-12}"
 step_timeout="${STEP_TIMEOUT:-300}"
+ballast_mounts="${BALLAST_MOUNTS:-0}"
 steps="${STEPS:-start density io}"
 
 bin_dir="${1:-}"
@@ -62,12 +65,17 @@ fi
 
 work="$(mktemp -d /tmp/hangar-bench-node.XXXXXX)"
 current=""
+ballast="$work/ballast"
+remove_ballast() {
+  if mountpoint -q "$ballast" 2>/dev/null; then umount -R "$ballast" 2>/dev/null || umount -l "$ballast"; fi
+}
 cleanup() {
   # The benchmarks clean up after themselves on SIGTERM/SIGINT; make sure a running one gets it.
   if [[ -n "$current" ]] && kill -0 "$current" 2>/dev/null; then
     kill -TERM "$current" 2>/dev/null || true
     wait "$current" 2>/dev/null || true
   fi
+  remove_ballast
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -93,6 +101,16 @@ run_step() {  # name, command...
 echo "hangar node benchmarks, $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), $(nproc) cpus," \
      "$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+if ((ballast_mounts > 0)); then
+  mkdir -p "$ballast"
+  mount -t tmpfs -o size=1m,mode=700 hangar-bench-ballast "$ballast"
+  for ((i = 0; i < ballast_mounts; i++)); do mkdir "$ballast/$i"; done
+  for ((i = 0; i < ballast_mounts; i++)); do
+    mount -t tmpfs -o size=4k hangar-bench-ballast "$ballast/$i"
+  done
+  echo "ballast: $ballast_mounts extra mounts; the node's mount namespace has" \
+       "$(wc -l </proc/self/mountinfo)"
+fi
 
 for step in $steps; do
   case "$step" in
@@ -110,6 +128,8 @@ for step in $steps; do
     *) echo "run.sh: unknown step $step" >&2; exit 2 ;;
   esac
 done
+
+remove_ballast
 
 # Anything of ours left on the node? (Each benchmark also checks its own resources.)
 leftover=""

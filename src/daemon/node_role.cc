@@ -23,6 +23,8 @@
 #include "hangar/base/log.h"
 #include "hangar/control/api.h"
 #include "hangar/envd/client.h"
+#include "hangar/gvisor/gvisor_driver.h"
+#include "hangar/microvm/microvm_driver.h"
 #include "hangar/node/cgroup.h"
 #include "hangar/node/ns_driver.h"
 #include "hangar/node/seccomp.h"
@@ -68,6 +70,19 @@ void AddNodeOptions(ConfigSchema& s) {
          .default_value = "shared",
          .help = "the pool this node serves (the control plane's pools: shared, hardened, "
                  "isolated)"});
+  s.Add({.key = "node.drivers",
+         .default_value = "ns,gvisor,microvm",
+         .help = "isolation drivers to load: ns (shared tier), gvisor (hardened), microvm "
+                 "(isolated); one this host cannot run is reported with the reason"});
+  s.Add({.key = "node.hardened_pool",
+         .default_value = "hardened",
+         .help = "pool this node's gvisor driver serves (it reports as <node.id>-gvisor)"});
+  s.Add({.key = "node.isolated_pool",
+         .default_value = "isolated",
+         .help = "pool this node's microvm driver serves (it reports as <node.id>-microvm)"});
+  s.Add({.key = "node.guest_kernel_dir",
+         .default_value = "/var/cache/hangar/guest-kernel",
+         .help = "the microVM guest kernel cache (scripts/fetch-guest-kernel.sh fills it)"});
   s.Add({.key = "node.control_url",
          .default_value = "",
          .help = "control plane to report to, e.g. http://10.0.0.1:7070; embedded: this "
@@ -92,6 +107,23 @@ void AddNodeOptions(ConfigSchema& s) {
          .help = "disk IOPS this node offers to the scheduler (sum of its sandboxes' budgets)",
          .min = 0,
          .max = 100'000'000});
+  s.Add({.key = "node.warm_pool",
+         .default_value = "",
+         .help = "sandboxes kept started and ready per template: template:count[:disk_mb][,...]; "
+                 "a create with that template and exactly that disk size claims one (ids and "
+                 "limits applied at claim); empty: none"});
+  s.Add({.key = "node.default_write_bps",
+         .type = OptionType::kInt,
+         .default_value = "0",
+         .help = "write bytes/s limit of a sandbox whose request sets none (its own disk); 0: none",
+         .min = 0,
+         .max = int64_t{1} << 40});
+  s.Add({.key = "node.default_write_iops",
+         .type = OptionType::kInt,
+         .default_value = "0",
+         .help = "write IOPS limit of a sandbox whose request sets none; 0: none",
+         .min = 0,
+         .max = 10'000'000});
   s.Add({.key = "node.max_sandboxes",
          .type = OptionType::kInt,
          .default_value = "1000",
@@ -117,6 +149,35 @@ Result<std::map<uint64_t, size_t>> ParseDiskPool(std::string_view text) {
           fmt::format("node.disk_pool item '{}' must be size_mb:count", item));
     }
     out[size] = count;
+    if (comma == std::string_view::npos) break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
+// "base:4,tiny:2:256" → entries. Every pooled sandbox holds a uid range (node.uid_slots).
+Result<std::vector<node::WarmPoolEntry>> ParseWarmPool(std::string_view text) {
+  std::vector<node::WarmPoolEntry> out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t comma = text.find(',', pos);
+    std::string item(text.substr(pos, comma == std::string_view::npos ? text.npos : comma - pos));
+    auto bad = [&] {
+      return Status::InvalidArgument(fmt::format(
+          "node.warm_pool item '{}' must be template:count[:disk_mb], e.g. base:4:1024", item));
+    };
+    size_t c1 = item.find(':');
+    if (c1 == std::string::npos || c1 == 0) return bad();
+    node::WarmPoolEntry e;
+    e.template_name = item.substr(0, c1);
+    unsigned long long count = 0, disk = 1024;
+    char extra = 0;
+    std::string rest = item.substr(c1 + 1);
+    int n = std::sscanf(rest.c_str(), "%llu:%llu%c", &count, &disk, &extra);
+    if (n < 1 || n > 2 || count == 0 || count > 1000 || disk == 0) return bad();
+    e.size = count;
+    e.disk_mb = static_cast<int64_t>(disk);
+    out.push_back(std::move(e));
     if (comma == std::string_view::npos) break;
     pos = comma + 1;
   }
@@ -330,6 +391,14 @@ struct NodeRole::State {
   std::optional<storage::TemplateStore> templates;
   node::SeccompProgram seccomp;
   node::DriverPtr ns_driver;
+  node::DriverPtr gvisor_driver, microvm_driver;
+  node::CgroupBackendPtr microvm_cgroups;
+  std::map<std::string, std::string> unavailable;  // driver → why this host cannot run it
+  // Who the node is to the control plane: one identity per driver it runs, each in its pool.
+  struct Identity {
+    std::string id, pool, driver;
+  };
+  std::vector<Identity> identities;
   std::unique_ptr<node::Supervisor> supervisor;
   std::thread template_builder;
   // Reporting to the control plane.
@@ -349,18 +418,19 @@ struct NodeRole::State {
     if (heartbeats.joinable()) heartbeats.join();
     if (template_builder.joinable()) template_builder.join();
   }
-  control::NodeReport Report(const std::string& advertise_url) const;
+  control::NodeReport Report(const Identity& who, const std::string& advertise_url) const;
 };
 
-control::NodeReport NodeRole::State::Report(const std::string& advertise_url) const {
+// Every identity reports the host's whole capacity: the scheduler does not see contention
+// between the pools of one host (docs/scheduling.md).
+control::NodeReport NodeRole::State::Report(const Identity& who,
+                                            const std::string& advertise_url) const {
   control::NodeReport r;
-  r.node.id = node_id;
-  r.node.pool = pool;
+  r.node.id = who.id;
+  r.node.pool = who.pool;
   r.node.url = advertise_url;
   r.node.token = token;
-  for (const auto& [name, st] : supervisor->DriverStatus()) {
-    if (st.ok()) r.node.drivers.push_back(name);
-  }
+  r.node.drivers = {who.driver};
   r.node.capacity.cpu_millis = static_cast<int64_t>(::sysconf(_SC_NPROCESSORS_ONLN)) * 1000;
   r.node.capacity.memory_mb =
       static_cast<int64_t>(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGESIZE) / (1 << 20);
@@ -374,12 +444,99 @@ control::NodeReport NodeRole::State::Report(const std::string& advertise_url) co
     for (const auto& t : *list) r.templates.push_back(t.name);
   }
   for (const auto& i : supervisor->List()) {
+    if (i.sandbox.driver != who.driver) continue;  // another identity's
     r.sandboxes.push_back(
         {i.sandbox.id, std::string(node::StateName(i.sandbox.state)), InfoToJson(i)});
   }
   r.node.usage = {{"sandboxes", r.sandboxes.size()}};
   return r;
 }
+
+namespace {
+
+// The hardened (gvisor) and isolated (microvm) drivers, when configured and this host can run
+// them; otherwise the reason is kept for /node/v1/info. The node then serves their pools too.
+Status StartStrongDrivers(const Config& config, const std::string& data_dir, Clock& clock,
+                          NodeRole::State& s, node::SupervisorOptions& so) {
+  std::set<std::string> wanted;
+  {
+    std::string list = config.GetString("node.drivers");
+    size_t pos = 0;
+    while (pos <= list.size()) {
+      size_t comma = list.find(',', pos);
+      std::string d =
+          list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+      if (!d.empty()) {
+        if (d != "ns" && d != "gvisor" && d != "microvm") {
+          return Status::InvalidArgument(
+              fmt::format("node.drivers: unknown driver '{}' (ns, gvisor, microvm)", d));
+        }
+        wanted.insert(d);
+      }
+      if (comma == std::string::npos) break;
+      pos = comma + 1;
+    }
+  }
+  s.identities.push_back({s.node_id, s.pool, "ns"});
+  std::string envd = config.GetString("node.envd_path");
+  if (envd.empty()) envd = DefaultEnvdPath();
+  if (wanted.count("gvisor")) {
+    gvisor::GvisorDriverOptions go;
+    go.data_dir = data_dir + "/gvisor";
+    go.templates = &*s.templates;
+    go.envd_path = envd;
+    go.clock = &clock;
+    go.cgroup_root = config.GetString("node.cgroup_root") + "-gvisor";
+    go.default_write_bps = config.GetInt("node.default_write_bps");
+    go.default_write_iops = config.GetInt("node.default_write_iops");
+    if (Status st = gvisor::GvisorAvailable(go); !st.ok()) {
+      s.unavailable["gvisor"] = st.message();
+    } else if (auto d = gvisor::NewGvisorDriver(go); !d.ok()) {
+      s.unavailable["gvisor"] = d.status().message();
+    } else {
+      s.gvisor_driver = std::move(*d);
+      so.drivers["gvisor"] = s.gvisor_driver.get();
+      s.identities.push_back(
+          {s.node_id + "-gvisor", config.GetString("node.hardened_pool"), "gvisor"});
+    }
+  }
+  if (wanted.count("microvm")) {
+    microvm::MicroVmDriverOptions mo;
+    mo.data_dir = data_dir + "/microvm";
+    mo.templates = &*s.templates;
+    mo.envd_path = envd;
+    mo.kernel_dir = config.GetString("node.guest_kernel_dir");
+    mo.clock = &clock;
+    Status st = microvm::QemuAvailable(mo);
+    if (st.ok()) {
+      node::CgroupOptions co;
+      co.root = config.GetString("node.cgroup_root") + "-microvm";
+      auto cg = node::MakeCgroupBackend(s.layout, co);
+      if (!cg.ok()) {
+        st = cg.status();
+      } else {
+        s.microvm_cgroups = std::move(*cg);
+        mo.cgroups = s.microvm_cgroups.get();
+        auto d = microvm::NewMicroVmDriver(mo);
+        if (d.ok()) {
+          s.microvm_driver = std::move(*d);
+          so.drivers["microvm"] = s.microvm_driver.get();
+          s.identities.push_back(
+              {s.node_id + "-microvm", config.GetString("node.isolated_pool"), "microvm"});
+        } else {
+          st = d.status();
+        }
+      }
+    }
+    if (!st.ok()) s.unavailable["microvm"] = st.message();
+  }
+  for (const auto& [name, why] : s.unavailable) {
+    log::Warn("driver unavailable on this host", {{"driver", name}, {"reason", why}});
+  }
+  return Status::Ok();
+}
+
+}  // namespace
 
 NodeRole::NodeRole(std::unique_ptr<State> s) : s_(std::move(s)) {}
 NodeRole::~NodeRole() = default;
@@ -402,6 +559,7 @@ Result<std::unique_ptr<NodeRole>> NodeRole::Start(const Config& config, const st
   }
   HANGAR_ASSIGN_OR_RETURN(s->layout, node::DetectCgroupLayout());
   HANGAR_ASSIGN_OR_RETURN(auto pool_targets, ParseDiskPool(config.GetString("node.disk_pool")));
+  HANGAR_ASSIGN_OR_RETURN(auto warm_pool, ParseWarmPool(config.GetString("node.warm_pool")));
   HANGAR_ASSIGN_OR_RETURN(s->token, LoadOrCreateToken(data_dir, config.GetString("node.token")));
   node::CgroupOptions co;
   co.root = config.GetString("node.cgroup_root");
@@ -429,6 +587,9 @@ Result<std::unique_ptr<NodeRole>> NodeRole::Start(const Config& config, const st
   no.init_args = {"--listen-fd", "3"};
   no.clock = &clock;
   no.disk_pool.targets = std::move(pool_targets);
+  no.warm_pool.entries = std::move(warm_pool);
+  no.default_write_bps = config.GetInt("node.default_write_bps");
+  no.default_write_iops = config.GetInt("node.default_write_iops");
   HANGAR_ASSIGN_OR_RETURN(s->ns_driver, node::NewNsDriver(no));
 
   node::SupervisorOptions so;
@@ -444,6 +605,7 @@ Result<std::unique_ptr<NodeRole>> NodeRole::Start(const Config& config, const st
   s->pool = config.GetString("node.pool");
   s->iops_capacity = config.GetInt("node.iops_capacity");
   s->heartbeat_every = std::chrono::milliseconds(config.GetInt("node.heartbeat_ms"));
+  HANGAR_TRY(StartStrongDrivers(config, data_dir, clock, *s, so));
   HANGAR_ASSIGN_OR_RETURN(s->supervisor, node::Supervisor::Start(so));
   if (std::string base = config.GetString("node.base_template");
       !base.empty() && !s->templates->Get(base).ok()) {
@@ -481,11 +643,14 @@ void NodeRole::StartHeartbeats(const std::string& control_url, const std::string
         auto c = api::HttpClient::Create(control_url, o);
         if (c.ok()) client.emplace(std::move(*c));
       }
-      Status st = client ? client
-                               ->CallJson("POST", "/internal/v1/nodes/heartbeat",
-                                          control::NodeReportToJson(s->Report(advertise_url)))
-                               .status()
-                         : Status::Unavailable("no client");
+      Status st = client ? Status::Ok() : Status::Unavailable("no client");
+      for (const auto& who : s->identities) {
+        if (!st.ok()) break;
+        st = client
+                 ->CallJson("POST", "/internal/v1/nodes/heartbeat",
+                            control::NodeReportToJson(s->Report(who, advertise_url)))
+                 .status();
+      }
       if (!st.ok()) {
         client.reset();
         if (!failing)
@@ -521,6 +686,9 @@ Status NodeRole::AddRoutes(api::Router& router) {
         for (const auto& [name, st] : s->supervisor->DriverStatus()) {
           drivers[name] = st.ok() ? nlohmann::json{{"available", true}}
                                   : nlohmann::json{{"available", false}, {"reason", st.message()}};
+        }
+        for (const auto& [name, why] : s->unavailable) {
+          drivers[name] = {{"available", false}, {"reason", why}};
         }
         return api::JsonResponse({{"drivers", drivers},
                                   {"cgroups", node::CgroupModeName(s->layout.mode)},

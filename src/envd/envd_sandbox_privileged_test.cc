@@ -8,6 +8,7 @@
 
 #include "envd_testing.h"
 #include "hangar/node/ns_driver.h"
+#include "hangar/node/testing/busybox_template.h"
 #include "hangar/storage/template_store.h"
 
 namespace hangar::envd {
@@ -19,7 +20,7 @@ class EnvdSandboxTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (namespaces, mounts, cgroups, loop devices)";
-    if (::access("/bin/busybox", X_OK) != 0) GTEST_SKIP() << "needs busybox-static";
+    if (!node::testing::HaveBusybox()) GTEST_SKIP() << "needs busybox-static";
     auto t = TempDir::Make("hangar-envd-sb-", "/var/tmp");
     ASSERT_TRUE(t.ok());
     tmp_ = std::move(*t);
@@ -70,30 +71,14 @@ class EnvdSandboxTest : public ::testing::Test {
     tmp_ = TempDir();
   }
 
-  // busybox, with root and `user` (1000) accounts.
+  // busybox, with root and `user` (1000) accounts (the fixture shared with the ns driver's tests).
   void BuildTemplate() {
-    std::string root = tmp_.path() + "/tmpl";
-    for (const char* d : {"/bin", "/etc", "/home/user", "/tmp", "/proc", "/dev", "/root"}) {
-      ASSERT_TRUE(MakeDirs(root + d).ok());
-    }
-    ASSERT_TRUE(RunChecked({"cp", "/bin/busybox", root + "/bin/busybox"}).ok());
-    for (const char* applet :
-         {"sh", "cat", "id", "ls", "echo", "hostname", "sleep", "true", "tr", "awk", "wc", "pwd"}) {
-      ASSERT_EQ(::symlink("busybox", (root + "/bin/" + applet).c_str()), 0);
-    }
-    ASSERT_TRUE(WriteFile(root + "/etc/passwd",
-                          "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n")
-                    .ok());
-    ASSERT_TRUE(WriteFile(root + "/etc/group", "root:x:0:\ntty:x:5:\nuser:x:1000:\n").ok());
-    ASSERT_EQ(::chown((root + "/home/user").c_str(), 1000, 1000), 0);
-    std::string tar = tmp_.path() + "/tmpl.tar";
-    ASSERT_TRUE(RunChecked({"tar", "-C", root, "-cf", tar, "."}).ok());
     storage::TemplateStoreOptions so;
     so.root = data_ + "/templates";
     auto store = storage::TemplateStore::Open(so);
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     store_.emplace(std::move(*store));
-    auto info = store_->ImportTarball("busybox", tar);
+    auto info = node::testing::ImportBusyboxTemplate(*store_, tmp_.path());
     ASSERT_TRUE(info.ok()) << info.status().ToString();
   }
 

@@ -897,5 +897,35 @@ TEST_F(EnvdTest, ServesOnTcpToo) {
   EXPECT_EQ(*client_->ReadFile("t.txt"), "tcp");
 }
 
+// --relay-from: a second socket relayed to envd's own (the gVisor tier's channel; relay.h).
+// Large bodies both ways, a streamed command, and the relay's socket file gone after exit.
+TEST_F(EnvdTest, RelaySocketServesTheSameEnvd) {
+  client_.reset();
+  envd_.reset();
+  const std::string relay = tmp_.path() + "/relay.sock";
+  EnvdOptions o;
+  o.root = root_;
+  o.listen = "unix:" + tmp_.path() + "/envd3.sock";
+  o.extra_args = {"--relay-from", relay};
+  envd_ = std::make_unique<EnvdProcess>();
+  ASSERT_NO_FATAL_FAILURE(envd_->Start(o));
+  auto c = Client::Create({.unix_socket = relay});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->Health().ok());
+  std::string out;
+  auto r = c->Run(Command{.cmd = "/bin/sh", .args = {"-c", "head -c 300000 /dev/zero | wc -c"}},
+                  {.on_stdout = [&](std::string_view s) { out.append(s); }});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(out, "300000\n");
+  std::string big(3 << 20, 'x');
+  for (size_t i = 0; i < big.size(); i += 4097) big[i] = static_cast<char>('a' + i % 26);
+  ASSERT_TRUE(c->WriteFile("big.bin", big).ok());
+  auto back = c->ReadFile("big.bin");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(*back == big);
+  envd_->Stop();
+  EXPECT_NE(::access(relay.c_str(), F_OK), 0) << "relay socket left after exit";
+}
+
 }  // namespace
 }  // namespace hangar::envd

@@ -3,7 +3,12 @@
 //   envd --listen-fd 3                      serve on an inherited listening socket (the node's)
 //   envd --listen unix:/run/envd.sock       or a Unix socket path
 //   envd --listen tcp:127.0.0.1:49983       or TCP (tests, microVM port forwards)
+//        [--relay-from /run/hangar/envd.sock]  also accept there, relayed to the unix --listen
+//                                              socket (gVisor's host-backed sockets; relay.h)
 //        [--root /] [--default-user user] [--access-token-file F]  (or $ENVD_ACCESS_TOKEN)
+//        [--env-file F]   the sandbox's environment: NUL-separated NAME=VALUE (microVM guests)
+//   envd [--grow-fs /] [--set-hostname NAME] [--set-clock-ns N]
+//                                            one-shot guest set-up (see guest.h), then exit
 //   envd --version
 //
 // Start-up order matters: signals are blocked before any thread exists (the reaper's signalfd
@@ -22,10 +27,12 @@
 
 #include <CLI/CLI.hpp>
 
+#include "guest.h"
 #include "hangar/api/server.h"
 #include "hangar/base/fd.h"
 #include "hangar/base/log.h"
 #include "hangar/envd/version.h"
+#include "relay.h"
 #include "service.h"
 
 extern char** environ;
@@ -67,8 +74,32 @@ struct Flags {
   std::string log_format = "text";
   bool access_log = false;
   int threads = 2;
+  std::string relay_from;
   bool version = false;
+  std::string env_file;
+  std::string grow_fs;
+  std::string set_hostname;
+  int64_t set_clock_ns = 0;
 };
+
+// The one-shot guest actions, in a fixed order; true if any was asked for.
+Result<bool> GuestActions(const Flags& f) {
+  if (!f.grow_fs.empty()) HANGAR_TRY(internal::GrowExt4ToDevice(f.grow_fs));
+  if (!f.set_hostname.empty()) HANGAR_TRY(internal::SetHostname(f.set_hostname));
+  if (f.set_clock_ns != 0) HANGAR_TRY(internal::SetClock(f.set_clock_ns));
+  return !f.grow_fs.empty() || !f.set_hostname.empty() || f.set_clock_ns != 0;
+}
+
+// Adds the env file's variables to envd's own environment (SandboxEnv reads it).
+Status LoadEnvFile(const std::string& path) {
+  HANGAR_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  HANGAR_ASSIGN_OR_RETURN(auto env, internal::ParseEnvFile(text));
+  for (const auto& [k, v] : env) {
+    if (::setenv(k.c_str(), v.c_str(), 1) != 0)
+      return Status::FromErrno(errno, "setenv(" + k + ")");
+  }
+  return Status::Ok();
+}
 
 Result<api::ServerOptions> ListenOptions(const Flags& f) {
   api::ServerOptions o;
@@ -159,7 +190,13 @@ int Run(int argc, char** argv) {
   app.add_option("--log-format", f.log_format, "text|json");
   app.add_flag("--access-log", f.access_log, "log every request");
   app.add_option("--threads", f.threads, "HTTP I/O threads");
+  app.add_option("--relay-from", f.relay_from,
+                 "also accept on this Unix socket path, relayed to the unix: --listen socket");
   app.add_flag("--version", f.version, "print the envd protocol version and exit");
+  app.add_option("--env-file", f.env_file, "NUL-separated NAME=VALUE: the sandbox's environment");
+  app.add_option("--grow-fs", f.grow_fs, "grow the ext4 mounted here to its device, then exit");
+  app.add_option("--set-hostname", f.set_hostname, "set the hostname, then exit");
+  app.add_option("--set-clock-ns", f.set_clock_ns, "set CLOCK_REALTIME (ns since 1970), then exit");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -176,6 +213,20 @@ int Run(int argc, char** argv) {
     return 2;
   }
   log::Init(*format, *level);
+  if (f.listen_fd < 0 && f.listen.empty()) {
+    auto acted = GuestActions(f);
+    if (!acted.ok()) {
+      std::cerr << "envd: " << acted.status().ToString() << "\n";
+      return 1;
+    }
+    if (*acted) return 0;
+  }
+  if (!f.env_file.empty()) {
+    if (Status s = LoadEnvFile(f.env_file); !s.ok()) {
+      std::cerr << "envd: " << s.ToString() << "\n";
+      return 2;
+    }
+  }
   if (f.listen_fd < 0 && f.listen.empty()) {
     std::cerr << "envd: one of --listen-fd or --listen is required\n";
     return 2;
@@ -215,6 +266,19 @@ int Run(int argc, char** argv) {
     log::Error("envd failed to listen", {{"error", s.ToString()}});
     return 1;
   }
+  std::unique_ptr<internal::HostSocketRelay> relay;
+  if (!f.relay_from.empty()) {
+    Result<std::unique_ptr<internal::HostSocketRelay>> r =
+        Status::InvalidArgument("--relay-from needs --listen unix:PATH");
+    if (f.listen.rfind("unix:", 0) == 0) {
+      r = internal::HostSocketRelay::Start(f.relay_from, f.listen.substr(5));
+    }
+    if (!r.ok()) {
+      log::Error("envd failed to start its relay", {{"error", r.status().ToString()}});
+      return 1;
+    }
+    relay = std::move(*r);
+  }
   log::Info("envd serving", {{"version", kEnvdVersion},
                              {"endpoint", server.endpoint()},
                              {"root", f.root},
@@ -229,6 +293,7 @@ int Run(int argc, char** argv) {
   if (!(*service)->processes().SignalAllAndWait(SIGTERM, kShutdownGrace)) {
     (*service)->processes().SignalAllAndWait(SIGKILL, std::chrono::milliseconds(500));
   }
+  relay.reset();
   (void)server.Shutdown(std::chrono::milliseconds(500));
   service->reset();
   return 0;

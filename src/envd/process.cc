@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pty.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -16,6 +17,7 @@
 #include <cerrno>
 #include <climits>
 #include <condition_variable>
+#include <memory>
 #include <thread>
 
 #include "hangar/base/log.h"
@@ -63,13 +65,14 @@ struct ChildFailure {
   int err = 0;
 };
 
-// Everything the child needs, prepared before fork: between fork and exec the child of a
-// multi-threaded parent may only make system calls (no allocation, no locks).
+// Everything the child needs, prepared before the clone: the child runs on envd's memory
+// (CLONE_VM|CLONE_VFORK, posix_spawn's way) until its exec, so it may only make system calls
+// (no allocation, no locks) and must touch nothing but this plan and its own stack.
 struct ChildPlan {
   int stdin_fd = -1, stdout_fd = -1, stderr_fd = -1;
   int tty_fd = -1;  // the pty slave: becomes the controlling terminal
   int cwd_fd = -1;
-  int report_fd = -1;
+  ChildFailure failure;  // written by a child that fails before its exec; read after the clone
   bool switch_user = false;
   uid_t uid = 0;
   gid_t gid = 0;
@@ -79,14 +82,18 @@ struct ChildPlan {
   std::vector<char*> argv, envp;
 };
 
-[[noreturn]] void Die(const ChildPlan& p, int step, int err) noexcept {
-  ChildFailure f{step, err};
-  (void)!::write(p.report_fd, &f, sizeof f);
+// The child shares the parent's memory, and the parent sleeps until the child's exec or exit
+// (CLONE_VFORK): the failure is simply stored in the plan.
+[[noreturn]] void Die(ChildPlan& p, int step, int err) noexcept {
+  p.failure.step = step;
+  p.failure.err = err;
   ::_exit(127);
 }
 
-[[noreturn]] void RunChild(const ChildPlan& p) noexcept {
-  // envd blocks and ignores signals for itself; a command starts with the defaults.
+[[noreturn]] void RunChild(ChildPlan& p) noexcept {
+  // envd blocks and ignores signals for itself; a command starts with the defaults. The child
+  // has its own copy of the handler table (no CLONE_SIGHAND), so this does not touch envd's;
+  // the parent blocks every signal around the clone, so no handler of envd's can run here.
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
   for (int s = 1; s < NSIG; ++s) {
@@ -117,7 +124,7 @@ struct ChildPlan {
     if (::syscall(SYS_setresgid, p.gid, p.gid, p.gid) != 0) Die(p, kSetgid, errno);
     if (::syscall(SYS_setresuid, p.uid, p.uid, p.uid) != 0) Die(p, kSetuid, errno);
   }
-  // Nothing of envd's but stdio reaches the command (the report pipe is CLOEXEC already).
+  // Nothing of envd's but stdio reaches the command.
   ::syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */);
   int err = ENOENT;
   for (const std::string& c : p.candidates) {
@@ -501,8 +508,6 @@ Result<uint32_t> ProcessManager::Spawn(SpawnRequest req, EventSinkPtr sink, Sink
     plan.stdout_fd = child_out.get();
     plan.stderr_fd = child_err.get();
   }
-  HANGAR_ASSIGN_OR_RETURN(Pipe report, MakePipe());
-  plan.report_fd = report.write.get();
   plan.cwd_fd = req.cwd.get();
   uid_t self = ::geteuid();
   if (self == 0) {
@@ -525,27 +530,36 @@ Result<uint32_t> ProcessManager::Spawn(SpawnRequest req, EventSinkPtr sink, Sink
   for (auto& s : plan.env_storage) plan.envp.push_back(s.data());
   plan.envp.push_back(nullptr);
 
+  // The child's stack until its exec (it runs on envd's memory, not a copy of it: no page
+  // tables of the 13-thread envd to copy, nothing to unshare at exec).
+  constexpr size_t kChildStack = 64 << 10;
+  auto stack = std::make_unique_for_overwrite<char[]>(kChildStack);
   std::weak_ptr<Process> weak = proc;
-  HANGAR_ASSIGN_OR_RETURN(pid_t pid, reaper_->Spawn(
-                                         [&plan]() -> pid_t {
-                                           pid_t p = ::fork();
-                                           if (p == 0) RunChild(plan);
-                                           return p;
-                                         },
-                                         [weak](int status) {
-                                           if (auto p = weak.lock()) p->OnExit(status);
-                                         }));
+  HANGAR_ASSIGN_OR_RETURN(
+      pid_t pid, reaper_->Spawn(
+                     [&plan, &stack]() -> pid_t {
+                       // No handler of envd's may run in the child before it resets them.
+                       sigset_t all, old;
+                       sigfillset(&all);
+                       ::pthread_sigmask(SIG_SETMASK, &all, &old);
+                       pid_t p = ::clone(
+                           [](void* arg) -> int { RunChild(*static_cast<ChildPlan*>(arg)); },
+                           stack.get() + kChildStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
+                       int err = errno;
+                       ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+                       errno = err;
+                       return p;
+                     },
+                     [weak](int status) {
+                       if (auto p = weak.lock()) p->OnExit(status);
+                     }));
+  // CLONE_VFORK: the child has exec'd or exited by now.
   child_in.Reset();
   child_out.Reset();
   child_err.Reset();
   tty.Reset();
-  report.write.Reset();
-  ChildFailure failure;
-  ssize_t n;
-  do {
-    n = ::read(report.read.get(), &failure, sizeof failure);
-  } while (n < 0 && errno == EINTR);
-  if (n == sizeof failure) {
+  if (plan.failure.step != 0) {
+    const ChildFailure failure = plan.failure;
     std::string what = failure.step == kExec ? "exec(" + req.config.cmd + ")"
                                              : std::string(StepName(failure.step)) +
                                                    " before exec(" + req.config.cmd + ")";

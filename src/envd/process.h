@@ -5,6 +5,8 @@
 //    its own session and process group, with stdout/stderr on pipes (or a pty), stdin on a pipe
 //    or /dev/null, cwd and environment exactly as prepared by the caller. An exec failure is
 //    reported by Spawn ("exec(nosuch): No such file or directory"), not as exit code 127.
+//    The child is cloned posix_spawn's way (CLONE_VM|CLONE_VFORK, everything prepared before
+//    the clone): no copy of envd's address space, so a command starts as fast as the first.
 //  - Events go to every attached EventSink in order: start{pid} first, then data{stdout|stderr|
 //    pty} as read (at most 32 KiB each), then end{exitCode, exited, status, error}. A sink that
 //    goes away is dropped; the process keeps running (background commands reattach with Attach).

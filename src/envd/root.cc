@@ -96,6 +96,10 @@ Result<Root> Root::Open(const std::string& dir) {
   // Probe openat2 now: a kernel without it (< 5.6) must fail at start-up, not per request.
   if (int probe = OpenAt2(fd, "/", O_PATH | O_DIRECTORY, 0); probe >= 0) {
     ::close(probe);
+  } else if (errno == ENOSYS && root.host_path_.empty()) {
+    // No openat2 (gVisor's kernel of Debian 12's runsc): when the root is this process's own
+    // "/", ordinary resolution of an absolute path already stays inside it.
+    root.plain_ = true;
   } else {
     return Status::FromErrno(errno, "openat2(" + dir + ", RESOLVE_IN_ROOT)");
   }
@@ -146,6 +150,17 @@ Result<std::string> Root::Resolve(std::string_view path, std::string_view home) 
 }
 
 Result<UniqueFd> Root::OpenAt(const std::string& path, int flags, mode_t mode) const {
+  if (plain_) {
+    if (path.empty() || path[0] != '/') {
+      return Status::InvalidArgument("sandbox path must be absolute: " + path);
+    }
+    int fd;
+    do {
+      fd = ::openat(fd_.get(), path.c_str(), flags | O_CLOEXEC, mode);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) return Status::FromErrno(errno, "openat(" + path + ")");
+    return UniqueFd(fd);
+  }
   int fd = OpenAt2(fd_.get(), path, static_cast<uint64_t>(flags), mode);
   if (fd < 0) return Status::FromErrno(errno, "openat2(" + path + ")");
   return UniqueFd(fd);

@@ -8,6 +8,11 @@
 // that must not follow the last component (lstat, unlink, rename, mkdir) open the parent that
 // way and act on the bare name with the *at() call.
 //
+// Without openat2 (ENOSYS: gVisor's kernel in Debian 12's runsc) a Root can still be opened on
+// "/" — the process's own root, where ordinary resolution of an absolute path cannot leave it
+// ("/.." is "/"); magic links then reach only what the sandbox's own processes hold. Any other
+// directory still fails at Open: there is no safe fallback for a root below "/".
+//
 // Paths given to Root are sandbox paths: absolute, already lexically clean (see Clean). Relative
 // client paths are joined to the user's home first (Resolve).
 //
@@ -42,6 +47,7 @@ class Root {
   static std::string Clean(std::string_view abs);
 
   // openat2(root, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS); O_CLOEXEC is added.
+  // (openat(2) of the absolute path when the kernel has no openat2 and the root is "/".)
   Result<UniqueFd> OpenAt(const std::string& path, int flags, mode_t mode = 0) const;
 
   // The directory holding `path`, opened O_PATH, and the last component. invalid_argument for
@@ -73,6 +79,7 @@ class Root {
  private:
   UniqueFd fd_;
   std::string host_path_;  // the root's real host path, without a trailing '/'; "" for "/"
+  bool plain_ = false;     // no openat2 and the root is "/": plain openat of absolute paths
 };
 
 }  // namespace hangar::envd::internal

@@ -1,7 +1,13 @@
 #include "root.h"
 
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -129,6 +135,45 @@ TEST_F(RootTest, RenameMovesEntriesThemselves) {
   EXPECT_TRUE(S_ISLNK(root_.Lstat("/home/user/moved")->st_mode));
   EXPECT_EQ(Read("/etc/passwd"), "sandbox passwd");
   EXPECT_EQ(root_.Rename("/nope", "/x").code(), Code::kNotFound);
+}
+
+// A kernel without openat2 (gVisor in Debian 12's runsc), simulated in a child by a seccomp
+// filter answering ENOSYS: a root on "/" falls back to plain resolution, any other root fails.
+TEST(RootNoOpenat2Test, RootOnSlashFallsBackOtherRootsFail) {
+  auto t = TempDir::Make("envd-root-noopenat2-");
+  ASSERT_TRUE(t.ok());
+  ASSERT_TRUE(WriteFile(t->path() + "/f", "content").ok());
+  const std::string file = t->path() + "/f";
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat2, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog prog{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) ::_exit(10);
+    if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) ::_exit(11);
+    auto below = Root::Open(t->path());
+    if (below.ok() || below.status().sys_errno() != ENOSYS) ::_exit(1);
+    auto slash = Root::Open("/");
+    if (!slash.ok()) ::_exit(2);
+    auto fd = slash->OpenAt(file, O_RDONLY);
+    if (!fd.ok()) ::_exit(3);
+    char buf[16] = {};
+    if (::read(fd->get(), buf, sizeof buf) != 7 || std::string(buf) != "content") ::_exit(4);
+    if (slash->OpenAt("relative", O_RDONLY).status().code() != Code::kInvalidArgument) ::_exit(5);
+    if (!slash->Lstat(file).ok() || slash->Lstat(file + "x").status().code() != Code::kNotFound) {
+      ::_exit(6);
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "failed check number " << WEXITSTATUS(status);
 }
 
 }  // namespace

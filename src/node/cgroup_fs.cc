@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 
 #include "file_util.h"
 
@@ -24,6 +25,16 @@ class RealFs final : public CgroupFs {
   }
   Status Rmdir(const std::string& path) override {
     if (::rmdir(path.c_str()) != 0) return Status::FromErrno(errno, "rmdir(" + path + ")");
+    return Status::Ok();
+  }
+  Status Rename(const std::string& from, const std::string& to) override {
+    // RENAME_NOREPLACE is not supported by cgroupfs; an existing `to` is refused by the
+    // kernel for a non-empty directory, and checked here for an empty one.
+    struct stat st;
+    if (::stat(to.c_str(), &st) == 0) return Status::AlreadyExists("rename target " + to);
+    if (::rename(from.c_str(), to.c_str()) != 0) {
+      return Status::FromErrno(errno, "rename(" + from + ", " + to + ")");
+    }
     return Status::Ok();
   }
   Result<std::vector<std::string>> ListDirs(const std::string& path) override {

@@ -254,6 +254,51 @@ TEST_F(CgroupV1FormatTest, ListIsTheUnionOverHierarchies) {
   EXPECT_FALSE(fs_.HasDir("/cg/pids/hangar"));
 }
 
+TEST_F(CgroupV1FormatTest, RenameMovesTheGroupInEveryHierarchyOrNone) {
+  ASSERT_TRUE(backend_->Create("pool-1").ok());
+  fs_.AddDir("/cg/freezer/hangar/taken");  // a leftover in one hierarchy only
+  // The third hierarchy (in Paths order: blkio, cpu, freezer) refuses: the first two are
+  // renamed back.
+  EXPECT_EQ(backend_->Rename("pool-1", "taken").code(), Code::kAlreadyExists);
+  for (const std::string& p : backend_->Paths("pool-1")) EXPECT_TRUE(fs_.HasDir(p)) << p;
+  EXPECT_EQ(backend_->Rename("pool-1", "../x").code(), Code::kInvalidArgument);
+  EXPECT_EQ(backend_->Rename("nope", "sb2").code(), Code::kNotFound);
+  ASSERT_TRUE(backend_->Rename("pool-1", "sb1").ok());
+  for (const std::string& p : backend_->Paths("sb1")) {
+    EXPECT_TRUE(fs_.HasDir(p)) << p;
+    EXPECT_TRUE(fs_.Exists(p + "/cgroup.procs")) << p;
+  }
+  for (const std::string& p : backend_->Paths("pool-1")) EXPECT_FALSE(fs_.HasDir(p)) << p;
+  EXPECT_THAT(*backend_->List(), ElementsAre("sb1", "taken"));
+}
+
+TEST_F(CgroupV1FormatTest, RootDeviceLimitIsWrittenToTheHierarchyRootAndCleared) {
+  for (const char* f :
+       {"read_iops_device", "write_iops_device", "read_bps_device", "write_bps_device"}) {
+    fs_.SetFile(std::string("/cg/blkio/blkio.throttle.") + f, "");
+  }
+  ASSERT_TRUE(backend_->SetRootDeviceLimit({7, 3, 0, 400, 0, 16 << 20}).ok());
+  const std::string blk = "/cg/blkio/blkio.throttle.";
+  EXPECT_THAT(fs_.WritesTo(blk + "write_bps_device"), ElementsAre("7:3 16777216"));
+  EXPECT_THAT(fs_.WritesTo(blk + "write_iops_device"), ElementsAre("7:3 400"));
+  EXPECT_THAT(fs_.WritesTo(blk + "read_iops_device"), ElementsAre("7:3 0"));
+  // What the kernel shows: only the non-zero rules, one per line.
+  fs_.SetFile(blk + "write_bps_device", "7:3 16777216\n8:0 100\n");
+  fs_.SetFile(blk + "write_iops_device", "7:3 400\n");
+  fs_.SetFile(blk + "read_iops_device", "");
+  auto rules = backend_->RootDeviceLimits();
+  ASSERT_TRUE(rules.ok()) << rules.status().ToString();
+  ASSERT_EQ(rules->size(), 2u);
+  EXPECT_EQ((*rules)[0].major, 7u);
+  EXPECT_EQ((*rules)[0].wbps, 16u << 20);
+  EXPECT_EQ((*rules)[0].wiops, 400u);
+  EXPECT_EQ((*rules)[1].major, 8u);
+  EXPECT_EQ((*rules)[1].wbps, 100u);
+  ASSERT_TRUE(backend_->SetRootDeviceLimit({7, 3, 0, 0, 0, 0}).ok());
+  EXPECT_EQ(fs_.WritesTo(blk + "write_bps_device").back(), "7:3 0");
+  EXPECT_EQ(fs_.WritesTo(blk + "write_iops_device").back(), "7:3 0");
+}
+
 TEST(CgroupV1Test, MissingHierarchyIsRefused) {
   FakeCgroupFs fs;
   auto b = MakeCgroupV1Backend({{"memory", "/cg/memory"}}, {}, fs);

@@ -1,8 +1,9 @@
 // cgroup v1 backend: one directory per sandbox in each of the cpu, cpuacct, memory, pids,
 // blkio and freezer hierarchies (co-mounted controllers share one directory).
 //
-// Known limits of v1 (see README): blkio throttling does not see buffered writeback (the
-// per-sandbox loop device's own throttle covers that); there is no cgroup.kill, so teardown
+// Known limits of v1 (see README): a sandbox group's blkio throttle does not see buffered
+// writeback (issued from the root group): SetRootDeviceLimit puts the same rule on the root
+// group for the sandbox's own loop device; there is no cgroup.kill, so teardown
 // freezes, kills every listed pid, thaws and waits.
 #include <algorithm>
 #include <map>
@@ -122,6 +123,60 @@ class CgroupV1 final : public CgroupBackend {
       return has_freezer ? fs_.Write(freezer + "/freezer.state", "THAWED") : Status::Ok();
     }));
     return RemoveDirs(fs_, dirs, options_.settle_timeout);
+  }
+
+  Status Rename(std::string_view from, std::string_view to) override {
+    HANGAR_TRY(ValidateCgroupName(from));
+    HANGAR_TRY(ValidateCgroupName(to));
+    std::vector<std::string> done;
+    for (const std::string& root : roots_) {
+      std::string a = root + "/" + std::string(from), b = root + "/" + std::string(to);
+      Status s = fs_.Rename(a, b);
+      if (!s.ok()) {
+        for (const std::string& r : done) {
+          (void)fs_.Rename(r + "/" + std::string(to), r + "/" + std::string(from));
+        }
+        return s;
+      }
+      done.push_back(root);
+    }
+    return Status::Ok();
+  }
+
+  Status SetRootDeviceLimit(const IoDeviceLimit& d) override {
+    const std::string root = mounts_.at("blkio");
+    const std::string dev = std::to_string(d.major) + ":" + std::to_string(d.minor);
+    const uint64_t values[4] = {d.riops, d.wiops, d.rbps, d.wbps};
+    Status first;
+    for (int i = 0; i < 4; ++i) {
+      // Every file is written even if one fails, so a clear never leaves half a rule.
+      Status s = fs_.Write(root + "/" + kThrottleFiles[i], dev + " " + std::to_string(values[i]));
+      if (first.ok() && !s.ok()) first = s;
+    }
+    return first;
+  }
+
+  Result<std::vector<IoDeviceLimit>> RootDeviceLimits() override {
+    const std::string root = mounts_.at("blkio");
+    std::map<std::pair<uint32_t, uint32_t>, IoDeviceLimit> by_dev;
+    for (int i = 0; i < 4; ++i) {
+      HANGAR_ASSIGN_OR_RETURN(std::string text, fs_.Read(root + "/" + kThrottleFiles[i]));
+      for (std::string_view line : SplitLines(text)) {
+        size_t sp = line.find(' ');
+        if (sp == std::string_view::npos) continue;
+        auto dev = ParseDevice(line.substr(0, sp));
+        auto v = ParseUint64(line.substr(sp + 1));
+        if (!dev.ok() || !v.ok()) continue;
+        IoDeviceLimit& l = by_dev[*dev];
+        l.major = dev->first;
+        l.minor = dev->second;
+        uint64_t* fields[4] = {&l.riops, &l.wiops, &l.rbps, &l.wbps};
+        *fields[i] = *v;
+      }
+    }
+    std::vector<IoDeviceLimit> out;
+    for (auto& [dev, l] : by_dev) out.push_back(l);
+    return out;
   }
 
   Result<std::vector<std::string>> List() override {

@@ -154,6 +154,18 @@ class CgroupV2 final : public CgroupBackend {
     return RemoveDirs(fs_, dirs, options_.settle_timeout);
   }
 
+  Status Rename(std::string_view from, std::string_view to) override {
+    HANGAR_TRY(ValidateCgroupName(from));
+    HANGAR_TRY(ValidateCgroupName(to));
+    return fs_.Rename(Dir(from), Dir(to));
+  }
+
+  // io.max and the memory controller attribute writeback to the dirtying group: no root rule.
+  Status SetRootDeviceLimit(const IoDeviceLimit&) override { return Status::Ok(); }
+  Result<std::vector<IoDeviceLimit>> RootDeviceLimits() override {
+    return std::vector<IoDeviceLimit>{};
+  }
+
   Result<std::vector<std::string>> List() override {
     if (!fs_.Exists(root_)) return std::vector<std::string>{};
     return fs_.ListDirs(root_);

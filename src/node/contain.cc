@@ -1,8 +1,10 @@
 #include "contain.h"
 
 #include <fcntl.h>
+#include <linux/mount.h>
 #include <net/if.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -10,7 +12,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <sys/wait.h>
+
 #include <cerrno>
+#include <memory>
 
 #include <fmt/format.h>
 
@@ -89,20 +94,43 @@ int RunMountOpsRaw(const ContainPlan& plan, size_t* failed) noexcept {
 }
 
 void RunContained(const ContainPlan& plan) noexcept {
-  char go = 0;
-  ssize_t n;
-  do {
-    n = ::read(plan.sync_fd, &go, 1);
-  } while (n < 0 && errno == EINTR);
-  if (n != 1) Die(plan, kStepSync, n < 0 ? errno : EPIPE);
-  ::close(plan.sync_fd);
+  for (const char* procs : plan.cgroup_procs) {
+    int fd = ::open(procs, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) Die(plan, kStepCgroupJoin, errno);
+    ssize_t w = ::write(fd, "0", 1);  // "0": the writing task itself
+    int err = errno;
+    ::close(fd);
+    if (w != 1) Die(plan, kStepCgroupJoin, w < 0 ? err : EIO);
+  }
+  if (plan.sync_fd >= 0) {
+    char go = 0;
+    ssize_t n;
+    do {
+      n = ::read(plan.sync_fd, &go, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) Die(plan, kStepSync, n < 0 ? errno : EPIPE);
+    ::close(plan.sync_fd);
+  }
   // A session of its own: otherwise the sandbox keeps the node's controlling terminal (hangard
   // started from a shell) and /dev/tty reads the operator's keystrokes and writes to the screen.
   if (::setsid() < 0) Die(plan, kStepSession, errno);
 
+  if (plan.mntns_fd >= 0) {
+    // A copy of the node's small spawner namespace, not of the agent's (the clone did not
+    // pass CLONE_NEWNS): what follows costs the same on a node with 1 or 1000 sandboxes.
+    if (::setns(plan.mntns_fd, CLONE_NEWNS) != 0) Die(plan, kStepSpawnerNs, errno);
+    if (::unshare(CLONE_NEWNS) != 0) Die(plan, kStepSpawnerNs, errno);
+  }
   if (::unshare(CLONE_NEWCGROUP) != 0) Die(plan, kStepCgroupNs, errno);
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
     Die(plan, kStepPrivate, errno);
+  }
+  if (plan.mntns_fd >= 0) {
+    if (plan.rootfs_tree_fd < 0) Die(plan, kStepAttachRoot, EBADF);
+    if (::syscall(SYS_move_mount, plan.rootfs_tree_fd, "", AT_FDCWD, plan.rootfs,
+                  MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+      Die(plan, kStepAttachRoot, errno);
+    }
   }
   size_t failed_op = 0;
   if (int e = RunMountOpsRaw(plan, &failed_op); e != 0) {
@@ -162,6 +190,17 @@ void RunContained(const ContainPlan& plan) noexcept {
     Die(plan, kStepSeccomp, e);
   }
 
+  // Handlers the agent installed must not run in the sandbox between the unblock and the exec
+  // (with CLONE_VM they would run on the agent's memory); exec resets them anyway.
+  for (int sig = 1; sig < NSIG; ++sig) {
+    struct sigaction sa;
+    if (sig == SIGKILL || sig == SIGSTOP || ::sigaction(sig, nullptr, &sa) != 0) continue;
+    if (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN) continue;
+    sa.sa_handler = SIG_DFL;
+    sa.sa_flags = 0;
+    if (::sigaction(sig, &sa, nullptr) != 0) Die(plan, kStepSignals, errno);
+  }
+  if (::sigprocmask(SIG_SETMASK, &plan.exec_sigmask, nullptr) != 0) Die(plan, kStepSignals, errno);
   ::syscall(SYS_execveat, plan.init_fd, "", plan.argv.data(), plan.envp.data(), AT_EMPTY_PATH);
   Die(plan, kStepExec, errno);
 }
@@ -195,6 +234,19 @@ Status DescribeFailure(const ContainPlan& plan, const ContainFailure& f) {
         break;
       case kStepSession:
         what = "setsid()";
+        break;
+      case kStepCgroupJoin:
+        what = fmt::format("joining the sandbox's cgroup ({})",
+                           plan.cgroup_procs.empty() ? "?" : plan.cgroup_procs.front());
+        break;
+      case kStepSignals:
+        what = "resetting signal handlers and mask";
+        break;
+      case kStepSpawnerNs:
+        what = "entering a copy of the spawner mount namespace (setns + unshare(CLONE_NEWNS))";
+        break;
+      case kStepAttachRoot:
+        what = fmt::format("move_mount(root tree -> {})", plan.rootfs);
         break;
       case kStepLoopback:
         what = "ioctl(lo, SIOCSIFFLAGS, IFF_UP)";
@@ -312,6 +364,103 @@ void AddStandardMounts(ContainPlan& plan, const std::string& rootfs, gid_t tty_g
   m.push_back({K::kMkdir, nullptr, p("/tmp"), nullptr, 0, nullptr, 01777});
   m.push_back({K::kMount, "tmpfs", p("/tmp"), "tmpfs", MS_NOSUID | MS_NODEV,
                plan.Keep(fmt::format("mode=1777,size={}", tmp_size_bytes))});
+}
+
+namespace {
+
+// Shared with the spawner helper (CLONE_VM): the helper fills it, the parent reads it after
+// the helper exited (CLONE_VFORK).
+struct SpawnerHelper {
+  const ContainPlan* plan = nullptr;  // mount ops building the tmpfs root; plan->rootfs = it
+  int ns_fd = -1;                     // the namespace, opened in the shared descriptor table
+  int step = 0;                       // 0: ok; else the failing step (see kSpawnerSteps)
+  size_t op = 0;                      // the failing mount op (step 3)
+  int err = 0;
+};
+
+constexpr const char* kSpawnerSteps[] = {"",
+                                         "open(/proc/thread-self/ns/mnt)",
+                                         "mount(/, MS_REC|MS_PRIVATE)",
+                                         "mount op",
+                                         "chdir(spawner root)",
+                                         "pivot_root(spawner root)",
+                                         "umount2(old root, MNT_DETACH)",
+                                         "chdir(/)"};
+
+int RunSpawnerHelper(void* arg) {
+  auto* h = static_cast<SpawnerHelper*>(arg);
+  auto fail = [h](int step) {
+    h->step = step;
+    h->err = errno;
+    return 1;
+  };
+  // The namespace this clone made, opened into the descriptor table it shares with the parent.
+  int fd = ::open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(1);
+  h->ns_fd = fd;
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return fail(2);
+  if (int e = RunMountOpsRaw(*h->plan, &h->op); e != 0) {
+    errno = e;
+    return fail(3);
+  }
+  if (::chdir(h->plan->rootfs) != 0) return fail(4);
+  if (::syscall(SYS_pivot_root, ".", ".") != 0) return fail(5);
+  if (::umount2(".", MNT_DETACH) != 0) return fail(6);
+  if (::chdir("/") != 0) return fail(7);
+  return 0;
+}
+
+}  // namespace
+
+Result<UniqueFd> MakeSpawnerNamespace(const std::string& scratch_dir) {
+  using K = MountOp::Kind;
+  ContainPlan plan;
+  plan.rootfs = plan.Keep(scratch_dir);
+  auto p = [&](const std::string& rel) { return plan.Keep(scratch_dir + rel); };
+  auto& m = plan.mounts;
+  m.push_back({K::kMount, "tmpfs", plan.rootfs, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+               "mode=755,size=64k,nr_inodes=64"});
+  m.push_back({K::kMkdir, nullptr, p(kSpawnerRoot), nullptr, 0, nullptr, 0700});
+  m.push_back({K::kMkdir, nullptr, p("/dev")});
+  for (const std::string& dev : SandboxDeviceNodes()) {
+    const char* target = p("/dev/" + dev);
+    m.push_back({K::kTouch, nullptr, target, nullptr, 0, nullptr, 0600});
+    m.push_back({K::kMount, plan.Keep("/dev/" + dev), target, nullptr, MS_BIND, nullptr});
+  }
+
+  SpawnerHelper h;
+  h.plan = &plan;
+  constexpr size_t kStack = 64 << 10;
+  auto stack = std::make_unique<char[]>(kStack);
+  pid_t pid;
+  {
+    // No handler of the caller's may run in the helper (it runs on the caller's memory).
+    sigset_t all, old;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid = ::clone(RunSpawnerHelper, stack.get() + kStack,
+                  CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_NEWNS | SIGCHLD, &h);
+    int err = errno;
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    errno = err;
+  }
+  if (pid < 0) return Status::FromErrno(errno, "clone(VM|VFORK|FILES|NEWNS) spawner helper");
+  int wstatus = 0;
+  while (::waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+  }
+  UniqueFd ns(h.ns_fd);
+  if (h.step != 0) {
+    std::string what = kSpawnerSteps[h.step];
+    if (h.step == 3 && h.op < plan.mounts.size()) what = DescribeMountOp(plan.mounts[h.op]);
+    return Status::FromErrno(h.err, what).With("making the spawner mount namespace");
+  }
+  if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0 || !ns.valid()) {
+    return Status::Internal("spawner namespace helper died");
+  }
+  int high = ::fcntl(ns.get(), F_DUPFD_CLOEXEC, 100);
+  if (high < 0) return Status::FromErrno(errno, "fcntl(F_DUPFD_CLOEXEC)");
+  ns.Reset(high);
+  return ns;
 }
 
 }  // namespace hangar::node::internal

@@ -5,10 +5,18 @@
 // advance), then clone()s a child with new mount, pid, net, uts and ipc namespaces that runs
 // RunContained(plan). Between clone and exec the child may not allocate (the parent is
 // multi-threaded), so the plan holds only C strings and numbers, and every step is a raw
-// system call. The steps, in order:
+// system call. The driver clones with CLONE_VM|CLONE_VFORK (posix_spawn's way: no copy of
+// the agent's page tables; the calling thread sleeps until the exec), so the child must never
+// wait for the parent: it joins its cgroup itself. The steps, in order:
 //
-//   1. wait for the parent (it has written the cgroup membership)      sync pipe
+//   1. join the sandbox's cgroup (plan.cgroup_procs)                    write "0" to cgroup.procs
+//      or, if plan.sync_fd >= 0, wait for the parent to have done it     sync pipe
 //      and leave the node's session: no controlling terminal            setsid
+//      with plan.mntns_fd: a copy of the node's small spawner mount     setns + unshare(NEWNS)
+//      namespace (MakeSpawnerNamespace) instead of the agent's, and
+//      the prepared root attached from its detached clone               move_mount(rootfs_tree_fd)
+//      (then the clone must not pass CLONE_NEWNS: copying the agent's
+//      namespace costs O(its mounts), i.e. O(sandboxes on the node))
 //   2. own cgroup namespace (its cgroup root is the sandbox's group)     unshare(CLONE_NEWCGROUP)
 //   3. stop mount propagation to and from the host                       mount(/,
 //   MS_REC|MS_PRIVATE)
@@ -22,19 +30,23 @@
 //   8. rlimits, capability bounding set, no_new_privs                    caps.h
 //   9. descriptors: the envd listen socket at fd 3, console on 1 and 2   dup2 + close_range
 //  10. the seccomp filter, compiled once per node                        seccomp.h
-//  11. exec init (envd) from a descriptor opened on the host             execveat(AT_EMPTY_PATH)
+//  11. signal handlers the agent installed back to default, the signal  sigaction, sigprocmask
+//      mask back to plan.exec_sigmask (the parent blocks all around clone)
+//      and exec init (envd) from a descriptor opened on the host        execveat(AT_EMPTY_PATH)
 //
 // A failing step writes {step, errno} to the report pipe and exits 127; the parent turns it into
 // a Status naming the step and its arguments. A successful exec closes the report pipe
 // (O_CLOEXEC) with nothing written.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <deque>
 #include <string>
 #include <vector>
 
+#include "hangar/base/fd.h"
 #include "hangar/base/status.h"
 #include "hangar/node/caps.h"
 #include "hangar/node/seccomp.h"
@@ -64,10 +76,11 @@ struct ContainPlan {
   // strings already kept (a vector would, and short strings live inside the object).
   std::deque<std::string> storage;
 
-  int sync_fd = -1;              // read end: one byte from the parent means "go"
-  int report_fd = -1;            // write end, O_CLOEXEC
-  const char* rootfs = nullptr;  // host path of the prepared overlay
-  std::vector<MountOp> mounts;   // step 4, in order
+  int sync_fd = -1;    // read end: one byte from the parent means "go" (-1: no wait)
+  int report_fd = -1;  // write end, O_CLOEXEC
+  std::vector<const char*> cgroup_procs;  // cgroup.procs files the child writes "0" to
+  const char* rootfs = nullptr;           // host path of the prepared overlay
+  std::vector<MountOp> mounts;            // step 4, in order
   const char* hostname = nullptr;
   int userns_fd = -1;
   ResourceLimits rlimits;
@@ -79,6 +92,13 @@ struct ContainPlan {
   int init_fd = -1;                         // the init binary, opened on the host
   std::vector<char*> argv;                  // null-terminated
   std::vector<char*> envp;                  // null-terminated
+  sigset_t exec_sigmask{};                  // the init's signal mask (the parent's usual one)
+  // The node's spawner namespace (MakeSpawnerNamespace), or -1: the clone passed CLONE_NEWNS
+  // and the child's mount namespace is a copy of the caller's.
+  int mntns_fd = -1;
+  // With mntns_fd: a detached clone of the prepared root (open_tree(OPEN_TREE_CLONE)), attached
+  // at `rootfs` (kSpawnerRoot) inside the copy.
+  int rootfs_tree_fd = -1;
 
   // Keeps `s` alive for the plan's lifetime and returns a stable pointer to it.
   const char* Keep(std::string s);
@@ -104,6 +124,10 @@ enum ContainStep : int {
   kStepExec,
   kStepSession,
   kStepLoopback,
+  kStepCgroupJoin,
+  kStepSignals,
+  kStepSpawnerNs,
+  kStepAttachRoot,
   kMountBase = 100,
 };
 
@@ -111,6 +135,20 @@ struct ContainFailure {
   int step = 0;
   int err = 0;
 };
+
+// Where the sandbox's root is attached inside a copy of the spawner namespace: the `rootfs`
+// of a plan with mntns_fd (pass it to AddStandardMounts too).
+inline constexpr const char* kSpawnerRoot = "/root";
+
+// The spawner namespace: a mount namespace made once per node (by a short-lived CLONE_VM
+// helper, from a private copy of the caller's) holding only what a sandbox child needs before
+// its pivot_root — a small tmpfs root with an empty kSpawnerRoot and binds of the host's
+// SandboxDeviceNodes() under /dev. Every mount private. Sandbox children copy it instead of
+// the agent's namespace, so their setup does not grow with the node's mounts (3 per sandbox).
+// `scratch_dir` is an existing directory the helper mounts the tmpfs on (in its copy only:
+// nothing changes in the caller's namespace). Returns an O_CLOEXEC descriptor of the namespace
+// (kept high, >= 100); it lives as long as the descriptor.
+Result<UniqueFd> MakeSpawnerNamespace(const std::string& scratch_dir);
 
 // Runs the plan's mount ops in order (step 4). Allocation-free. Returns 0, or an errno with
 // the failing op's index in *failed.

@@ -12,6 +12,20 @@
 
 namespace hangar::node {
 
+Status WriteFileReplace(const std::string& path, std::string_view data, unsigned mode) {
+  std::string tmp = path + ".tmp";
+  {
+    HANGAR_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode));
+    HANGAR_TRY(WriteAll(fd.get(), data).With(tmp));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return Status::FromErrno(err, "rename(" + tmp + ", " + path + ")");
+  }
+  return Status::Ok();
+}
+
 Status WriteExistingFile(const std::string& path, std::string_view data) {
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
   if (!fd.valid()) return Status::FromErrno(errno, "open(" + path + ", O_WRONLY)");

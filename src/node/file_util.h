@@ -19,6 +19,13 @@ namespace hangar::node {
 // form cgroupfs and /proc/<pid>/{uid,gid}_map require.
 Status WriteExistingFile(const std::string& path, std::string_view data);
 
+// Writes `data` to path.tmp and renames it over `path`: readers see the old or the new file
+// whole. Unlike base's WriteFileAtomic it does not fsync: node state files must survive a
+// crash of the node agent (the page cache does), not of the machine — after a machine crash
+// the processes, mounts, loop devices and cgroups they describe are gone anyway, and recovery
+// rebuilds from what exists. Saves an fsync (milliseconds, tens under I/O load) per start.
+Status WriteFileReplace(const std::string& path, std::string_view data, unsigned mode = 0600);
+
 // Names of the subdirectories of `path` (not "." or ".."), sorted.
 Result<std::vector<std::string>> ListSubdirectories(const std::string& path);
 

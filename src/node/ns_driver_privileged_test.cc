@@ -17,6 +17,7 @@
 #include "hangar/base/mount.h"
 #include "hangar/base/tempdir.h"
 #include "hangar/node/ns_driver.h"
+#include "hangar/node/testing/busybox_template.h"
 #include "hangar/storage/template_store.h"
 
 namespace hangar::node {
@@ -41,7 +42,7 @@ class NsDriverTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (namespaces, mounts, cgroups, loop devices)";
-    if (::access("/bin/busybox", X_OK) != 0) GTEST_SKIP() << "needs busybox-static";
+    if (!testing::HaveBusybox()) GTEST_SKIP() << "needs busybox-static";
     auto t = TempDir::Make("hangar-ns-test-", "/var/tmp");
     ASSERT_TRUE(t.ok());
     tmp_ = std::move(*t);
@@ -87,40 +88,26 @@ class NsDriverTest : public ::testing::Test {
     tmp_ = TempDir();
   }
 
-  // A tiny template: static busybox, /etc/passwd with root and `user`, the usual directories.
   void BuildTemplate() {
-    std::string root = tmp_.path() + "/tmpl";
-    for (const char* d : {"/bin", "/etc", "/home/user", "/tmp", "/proc", "/dev", "/root"}) {
-      ASSERT_TRUE(MakeDirs(root + d).ok());
-    }
-    ASSERT_TRUE(RunChecked({"cp", "/bin/busybox", root + "/bin/busybox"}).ok());
-    for (const char* applet : {"sh", "cat", "id", "ls", "echo", "hostname", "mount", "sleep"}) {
-      ASSERT_EQ(::symlink("busybox", (root + "/bin/" + applet).c_str()), 0);
-    }
-    ASSERT_TRUE(WriteFile(root + "/etc/passwd",
-                          "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n")
-                    .ok());
-    ASSERT_TRUE(WriteFile(root + "/etc/group", "root:x:0:\ntty:x:5:\nuser:x:1000:\n").ok());
-    ASSERT_EQ(::chown((root + "/home/user").c_str(), 1000, 1000), 0);
-    std::string tar = tmp_.path() + "/tmpl.tar";
-    ASSERT_TRUE(RunChecked({"tar", "-C", root, "-cf", tar, "."}).ok());
     storage::TemplateStoreOptions so;
     so.root = data_ + "/templates";
     auto store = storage::TemplateStore::Open(so);
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     store_.emplace(std::move(*store));
-    auto info = store_->ImportTarball("busybox", tar);
+    auto info = testing::ImportBusyboxTemplate(*store_, tmp_.path());
     ASSERT_TRUE(info.ok()) << info.status().ToString();
   }
 
-  void OpenDriver(std::vector<std::string> init_args) {
+  void OpenDriver(std::vector<std::string> init_args, WarmPoolOptions warm = {},
+                  std::string init_path = "/bin/busybox") {
     NsDriverOptions o;
+    o.warm_pool = std::move(warm);
     o.data_dir = data_;
     o.templates = &*store_;
     o.cgroups = cgroups_.get();
     o.ids = ids_.get();
     o.seccomp = &seccomp_;
-    o.init_path = "/bin/busybox";
+    o.init_path = std::move(init_path);
     o.init_args = std::move(init_args);
     o.wait_for_envd = false;
     o.disk_pool.targets = {{64, 1}};
@@ -151,6 +138,53 @@ class NsDriverTest : public ::testing::Test {
       std::this_thread::sleep_for(10ms);
     }
     return text;
+  }
+
+  // Reads a cgroup file of sandbox `id` from whichever hierarchy has it ("" if none does).
+  std::string CgroupFile(const std::string& id, const std::string& file) {
+    for (const std::string& dir : cgroups_->Paths(id)) {
+      auto text = ReadFile(dir + "/" + file);
+      if (text.ok()) return text->substr(0, text->find('\n'));
+    }
+    return "";
+  }
+
+  // The lines between ENV-BEGIN and ENV-END of a console log.
+  static std::string EnvBlock(const std::string& console) {
+    size_t b = console.find("ENV-BEGIN\n"), e = console.find("ENV-END");
+    if (b == std::string::npos || e == std::string::npos) return "";
+    return console.substr(b, e - b);
+  }
+
+  // Everything a sandbox can hold on the host, counted.
+  struct Counts {
+    int mounts = 0, loops = 0, cgroups = 0, root_io_rules = 0, processes = 0, leases = 0;
+    friend bool operator==(const Counts&, const Counts&) = default;
+  };
+  Counts Count() {
+    Counts c;
+    auto mounts = MountsUnder(tmp_.path());
+    c.mounts = mounts.ok() ? static_cast<int>(mounts->size()) : -1;
+    c.loops = CountLoopDevicesUnder(data_);
+    auto groups = cgroups_->List();
+    c.cgroups = groups.ok() ? static_cast<int>(groups->size()) : -1;
+    // Rules on loop devices: only sandboxes make those (the test's pool disks are loops).
+    if (auto rules = cgroups_->RootDeviceLimits(); rules.ok()) {
+      for (const auto& r : *rules) c.root_io_rules += r.major == 7 ? 1 : 0;
+    }
+    for (uint32_t slot = 0; slot < 16; ++slot) {
+      auto p = ProcessesUsingRange(ids_->RangeOf(slot));
+      c.processes += p.ok() ? static_cast<int>(p->size()) : 0;
+    }
+    auto leases = ids_->Leases();
+    c.leases = leases.ok() ? static_cast<int>(leases->size()) : -1;
+    return c;
+  }
+  static std::string Show(const Counts& c) {
+    return "mounts=" + std::to_string(c.mounts) + " loops=" + std::to_string(c.loops) +
+           " cgroups=" + std::to_string(c.cgroups) +
+           " root_io_rules=" + std::to_string(c.root_io_rules) +
+           " processes=" + std::to_string(c.processes) + " leases=" + std::to_string(c.leases);
   }
 
   TempDir tmp_;
@@ -294,6 +328,225 @@ TEST_F(NsDriverTest, RestartAdoptsLiveAndCleansDead) {
   EXPECT_EQ(::waitpid(pids[0], nullptr, 0), pids[0]);
   EXPECT_TRUE(ids_->Leases()->empty());
   EXPECT_FALSE(std::filesystem::exists(data_ + "/sandboxes/live1"));
+}
+
+// The init of the warm pool tests: prints its environment once, then its hostname and the size
+// of /tmp (KiB) every 20 ms, so a claim's changes show up in the console as the agent would
+// see them.
+const std::vector<std::string> kObserverInit = {
+    "sh", "-c",
+    "echo ENV-BEGIN; env | sort; echo ENV-END; "
+    "while :; do echo \"H=$(hostname) T=$(df -k /tmp | tail -1 | awk '{print $2}')\"; "
+    "sleep 0.02; done"};
+
+WarmPoolOptions Warm(size_t size) {
+  WarmPoolOptions w;
+  WarmPoolEntry e;
+  e.template_name = "busybox";
+  e.size = size;
+  e.disk_mb = 64;
+  e.env = {{"POOLVAR", "x"}};
+  w.entries.push_back(e);
+  w.retry_after = 100ms;
+  return w;
+}
+
+TEST_F(NsDriverTest, WarmPoolClaimIsIndistinguishableFromCold) {
+  ASSERT_NO_FATAL_FAILURE(OpenDriver(kObserverInit, Warm(2)));
+  ASSERT_TRUE(WaitForWarmPool(*driver_, 60s));
+  EXPECT_EQ(GetWarmPoolStats(*driver_).ready, 2u);
+
+  auto spec = Spec("pooleda");
+  spec.env = {{"POOLVAR", "x"}};
+  spec.resources.cpu_millis = 500;
+  spec.resources.memory_mb = 96;
+  spec.resources.pids = 48;
+  spec.resources.write_bps = 8 << 20;
+  auto a = driver_->Create(spec);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(GetWarmPoolStats(*driver_).claimed, 1u);
+  SandboxInfo ia = (*a)->Info();
+  EXPECT_EQ(ia.id, "pooleda");
+  EXPECT_EQ(ia.state, SandboxState::kRunning);
+  EXPECT_EQ((*a)->Envd().unix_socket, data_ + "/sandboxes/pooleda/envd.sock");
+  // What the inside sees: the id as hostname, /tmp at half the claimed memory (48 MiB).
+  std::string out = WaitForConsole("pooleda", "H=pooleda T=49152");
+  EXPECT_NE(out.find("H=pooleda T=49152"), std::string::npos) << out;
+  // The limits, under the public id.
+  EXPECT_EQ(CgroupFile("pooleda", "memory.limit_in_bytes"), std::to_string(96 << 20));
+  EXPECT_EQ(CgroupFile("pooleda", "pids.max"), "48");
+  EXPECT_EQ(CgroupFile("pooleda", "cpu.cfs_quota_us"), "50000");
+  if (cgroups_->mode() == CgroupMode::kV1) {
+    auto rules = cgroups_->RootDeviceLimits();
+    ASSERT_TRUE(rules.ok());
+    bool found = false;
+    for (const auto& r : *rules) {
+      if (std::to_string(r.major) + ":" + std::to_string(r.minor) == ia.disk_device) {
+        found = true;
+        EXPECT_EQ(r.wbps, 8u << 20);
+      }
+    }
+    EXPECT_TRUE(found) << "no root blkio rule for " << ia.disk_device;
+  }
+  auto state = ReadFile(data_ + "/sandboxes/pooleda/state.json");
+  ASSERT_TRUE(state.ok());
+  EXPECT_NE(state->find("\"id\": \"pooleda\""), std::string::npos) << *state;
+  bool leased = false;
+  auto leases = ids_->Leases();
+  ASSERT_TRUE(leases.ok());
+  for (const auto& [slot, owner] : *leases) leased = leased || owner == "pooleda";
+  EXPECT_TRUE(leased) << "the uid lease is the public id's";
+
+  // A file one pooled sandbox writes is not in the next one.
+  ASSERT_TRUE(WriteFile(data_ + "/sandboxes/pooleda/rootfs/root/secret", "mine").ok());
+  auto b = driver_->Create([&] {
+    auto s2 = Spec("pooledb");
+    s2.env = {{"POOLVAR", "x"}};
+    return s2;
+  }());
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(GetWarmPoolStats(*driver_).claimed, 2u);
+  out = WaitForConsole("pooledb", "H=pooledb T=65536");
+  EXPECT_NE(out.find("H=pooledb T=65536"), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(data_ + "/sandboxes/pooledb/rootfs/root/secret"));
+  EXPECT_TRUE(std::filesystem::exists(data_ + "/sandboxes/pooleda/rootfs/root/secret"));
+  EXPECT_NE((*b)->Info().disk_device, ia.disk_device);
+
+  // A cold sandbox (another disk size: a miss) sees the same environment as the pooled ones.
+  auto cs = Spec("colda");
+  cs.env = {{"POOLVAR", "x"}};
+  cs.resources.disk_mb = 80;
+  auto c = driver_->Create(cs);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(GetWarmPoolStats(*driver_).misses, 1u);
+  std::string cold = WaitForConsole("colda", "H=colda");
+  std::string env_cold = EnvBlock(cold),
+              env_pooled = EnvBlock(WaitForConsole("pooleda", "ENV-END"));
+  EXPECT_FALSE(env_cold.empty()) << cold;
+  EXPECT_EQ(env_pooled, env_cold);
+  EXPECT_NE(env_cold.find("POOLVAR=x"), std::string::npos) << env_cold;
+
+  for (auto* sb : {&*a, &*b, &*c}) EXPECT_TRUE((*sb)->Destroy().ok());
+  // The pool refills in the background; the driver destroys unclaimed slots when it goes.
+  EXPECT_TRUE(WaitForWarmPool(*driver_, 60s));
+  driver_.reset();
+  EXPECT_TRUE(ids_->Leases()->empty());
+  EXPECT_FALSE(std::filesystem::exists(data_ + "/sandboxes/pooleda"));
+  std::error_code ec;
+  EXPECT_TRUE(std::filesystem::is_empty(data_ + "/sandboxes", ec)) << ec.message();
+}
+
+TEST_F(NsDriverTest, NothingLeaksOnAnyPath) {
+  const Counts before = Count();
+  auto io_spec = [&](const std::string& id) {
+    auto s2 = Spec(id);
+    s2.env = {{"POOLVAR", "x"}};
+    s2.resources.write_bps = 4 << 20;
+    s2.resources.read_iops = 300;
+    return s2;
+  };
+  {
+    // Cold success, with a root blkio rule.
+    ASSERT_NO_FATAL_FAILURE(OpenDriver({"sh", "-c", "sleep 1000"}));
+    auto sb = driver_->Create(io_spec("leak1"));
+    ASSERT_TRUE(sb.ok()) << sb.status().ToString();
+    EXPECT_GT(Count().root_io_rules, before.root_io_rules);
+    EXPECT_TRUE((*sb)->Destroy().ok());
+    driver_.reset();
+    EXPECT_EQ(Count(), before) << "cold create+destroy: " << Show(Count());
+  }
+  {
+    // Failure after everything was set up: the init cannot be executed.
+    ASSERT_NO_FATAL_FAILURE(OpenDriver({}, {}, "/etc/passwd"));
+    auto sb = driver_->Create(io_spec("leak2"));
+    ASSERT_FALSE(sb.ok());
+    EXPECT_NE(sb.status().message().find("execveat"), std::string::npos) << sb.status().message();
+    driver_.reset();
+    EXPECT_EQ(Count(), before) << "failed create: " << Show(Count());
+  }
+  {
+    // Warm pool: claim, destroy, refill, then the driver goes while refilling.
+    ASSERT_NO_FATAL_FAILURE(OpenDriver({"sh", "-c", "sleep 1000"}, Warm(2)));
+    ASSERT_TRUE(WaitForWarmPool(*driver_, 60s));
+    auto sb = driver_->Create(io_spec("leak3"));
+    ASSERT_TRUE(sb.ok()) << sb.status().ToString();
+    EXPECT_EQ(GetWarmPoolStats(*driver_).claimed, 1u);
+    EXPECT_TRUE((*sb)->Destroy().ok());
+    ASSERT_TRUE(WaitForWarmPool(*driver_, 60s));
+    auto sb2 = driver_->Create(io_spec("leak4"));
+    ASSERT_TRUE(sb2.ok()) << sb2.status().ToString();
+    EXPECT_TRUE((*sb2)->Destroy().ok());
+    driver_.reset();  // the refill of leak4's slot is under way
+    EXPECT_EQ(Count(), before) << "warm pool: " << Show(Count());
+  }
+  {
+    // A claim while the pool is empty falls back to the cold path.
+    ASSERT_NO_FATAL_FAILURE(OpenDriver({"sh", "-c", "sleep 1000"}, Warm(1)));
+    auto sb = driver_->Create(io_spec("leak5"));
+    ASSERT_TRUE(sb.ok()) << sb.status().ToString();
+    EXPECT_TRUE((*sb)->Destroy().ok());
+    driver_.reset();
+    EXPECT_EQ(Count(), before) << "miss while refilling: " << Show(Count());
+  }
+}
+
+TEST_F(NsDriverTest, RestartDestroysPoolSlotsAndRefills) {
+  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  auto pipe = MakePipe();
+  ASSERT_TRUE(pipe.ok());
+  pid_t agent = ::fork();
+  ASSERT_GE(agent, 0);
+  if (agent == 0) {
+    OpenDriver({"sh", "-c", "echo READY; sleep 1000"}, Warm(2));
+    bool full = WaitForWarmPool(*driver_, 60s);
+    auto spec = Spec("keep1");
+    spec.env = {{"POOLVAR", "x"}};
+    spec.resources.write_iops = 100;
+    auto a = full ? driver_->Create(spec) : Result<SandboxPtr>(Status::Internal("not full"));
+    full = full && WaitForWarmPool(*driver_, 60s);
+    int pid = a.ok() && full ? (*a)->Info().init_pid : -1;
+    (void)!::write(pipe->write.get(), &pid, sizeof pid);
+    ::pause();
+    ::_exit(0);
+  }
+  pipe->write.Reset();
+  int pid = -1;
+  ASSERT_EQ(::read(pipe->read.get(), &pid, sizeof pid), static_cast<ssize_t>(sizeof pid));
+  ASSERT_GT(pid, 0);
+  std::vector<std::string> old_slots;
+  for (const auto& e : std::filesystem::directory_iterator(data_ + "/sandboxes")) {
+    std::string name = e.path().filename();
+    if (name.rfind("pool-", 0) == 0) old_slots.push_back(name);
+  }
+  EXPECT_EQ(old_slots.size(), 2u);
+  ASSERT_EQ(::kill(agent, SIGKILL), 0);
+  ASSERT_EQ(::waitpid(agent, nullptr, 0), agent);
+
+  ASSERT_NO_FATAL_FAILURE(OpenDriver({"sh", "-c", "sleep 1000"}, Warm(1)));
+  auto rec = driver_->Recover();
+  ASSERT_TRUE(rec.ok());
+  auto& [report, adopted] = *rec;
+  EXPECT_EQ(report.adopted, std::vector<std::string>{"keep1"});
+  EXPECT_TRUE(report.destroyed.empty()) << "pool slots are not sandboxes: " << report.destroyed[0];
+  for (const std::string& slot : old_slots) {
+    EXPECT_FALSE(std::filesystem::exists(data_ + "/sandboxes/" + slot)) << slot;
+    for (const std::string& dir : cgroups_->Paths(slot)) {
+      EXPECT_FALSE(std::filesystem::exists(dir)) << dir;
+    }
+  }
+  // The adopted sandbox keeps its root blkio rule; everything else of the old run is gone.
+  ASSERT_EQ(adopted.size(), 1u);
+  EXPECT_TRUE(WaitForWarmPool(*driver_, 60s));
+  EXPECT_EQ(ids_->Leases()->size(), 2u) << "keep1 and the new slot";
+  EXPECT_EQ(Count().root_io_rules, 1) << "keep1's rule only";
+  EXPECT_TRUE(adopted[0]->Destroy().ok());
+  EXPECT_EQ(::waitpid(pid, nullptr, 0), pid);
+  driver_.reset();
+  EXPECT_EQ(Count().root_io_rules, 0);
+  EXPECT_TRUE(ids_->Leases()->empty());
+  // The old run's slot inits were reparented here (subreaper): reap them.
+  while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+  }
 }
 
 }  // namespace

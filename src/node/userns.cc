@@ -19,12 +19,6 @@ namespace {
 constexpr std::string_view kSlotPrefix = "slot-";
 constexpr std::string_view kRecoveredOwner = "recovered";
 
-Status FsyncDir(const std::string& dir) {
-  HANGAR_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(dir, O_RDONLY | O_DIRECTORY));
-  if (::fsync(fd.get()) != 0) return Status::FromErrno(errno, "fsync(" + dir + ")");
-  return Status::Ok();
-}
-
 // The ids of one /proc/<pid>/status: Uid and Gid lines, 4 values each.
 std::vector<uint64_t> IdsOf(std::string_view status) {
   std::vector<uint64_t> ids;
@@ -55,6 +49,12 @@ Result<std::map<pid_t, std::vector<uint64_t>>> ScanProcesses(const std::string& 
     if (!pid.ok()) continue;
     auto status = ReadFile(proc_root + "/" + e->d_name + "/status");
     if (!status.ok()) continue;  // exited meanwhile
+    // A zombie (killed, not yet reaped by whoever is its parent now) can no longer act with
+    // its ids: it must not keep a range leased.
+    if (status->find("\nState:\tZ") != std::string::npos ||
+        status->find("\nState:\tX") != std::string::npos) {
+      continue;
+    }
     out[static_cast<pid_t>(*pid)] = IdsOf(*status);
   }
   return out;
@@ -89,10 +89,8 @@ Status IdRangeAllocator::Lease(uint32_t slot, std::string_view owner) {
   int raw = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (raw < 0) return Status::FromErrno(errno, "open(" + path + ", O_CREAT|O_EXCL)");
   UniqueFd fd(raw);
+  // No fsync (see the contract): the lease must outlive the agent, not the machine.
   Status written = WriteAll(fd.get(), owner);
-  if (written.ok() && ::fsync(fd.get()) != 0)
-    written = Status::FromErrno(errno, "fsync(" + path + ")");
-  if (written.ok()) written = FsyncDir(options_.state_dir);
   if (!written.ok()) {
     ::unlink(path.c_str());  // an unwritten lease is no lease
     return written;
@@ -118,7 +116,15 @@ Status IdRangeAllocator::Release(uint32_t slot) {
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
     return Status::FromErrno(errno, "unlink(" + path + ")");
   }
-  return FsyncDir(options_.state_dir);
+  return Status::Ok();
+}
+
+Status IdRangeAllocator::Rename(uint32_t slot, std::string_view owner) {
+  HANGAR_TRY(ValidateCgroupName(owner).With("id range owner"));
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string path = SlotPath(slot);
+  if (::access(path.c_str(), F_OK) != 0) return Status::FromErrno(errno, "access(" + path + ")");
+  return WriteFileReplace(path, owner, 0600);
 }
 
 Result<std::map<uint32_t, std::string>> IdRangeAllocator::Leases() {

@@ -151,6 +151,36 @@ TEST_F(IdRangeAllocatorTest, ReconcileReleasesIdleKeepsBusyRecoversUnleased) {
   EXPECT_EQ(r->slot, 1u);
 }
 
+TEST_F(IdRangeAllocatorTest, ZombiesDoNotKeepARangeBusy) {
+  auto a = Open();
+  ASSERT_TRUE(a->Allocate("dead").ok());  // slot 0: its init was killed, not yet reaped
+  std::string proc = dir_.path() + "/proc";
+  ASSERT_TRUE(MakeDirs(proc + "/77").ok());
+  ASSERT_TRUE(WriteFile(proc + "/77/status",
+                        "Name:\tsh\nState:\tZ (zombie)\nUid:\t100000\t100000\t100000\t100000\n"
+                        "Gid:\t100000\t100000\t100000\t100000\n")
+                  .ok());
+  auto report = a->Reconcile({}, proc);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_THAT(report->released, ElementsAre(0u));
+  EXPECT_THAT(report->busy, IsEmpty());
+  EXPECT_THAT(report->recovered, IsEmpty());
+  EXPECT_TRUE(a->Leases()->empty());
+}
+
+TEST_F(IdRangeAllocatorTest, RenameHandsTheLeaseToANewOwner) {
+  auto a = Open();
+  auto r = a->Allocate("pool-1");
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(a->Rename(r->slot, "sb1").ok());
+  auto leases = a->Leases();
+  ASSERT_TRUE(leases.ok());
+  EXPECT_EQ(*leases, (std::map<uint32_t, std::string>{{r->slot, "sb1"}}));
+  EXPECT_EQ(a->Rename(3, "sb2").code(), Code::kNotFound);
+  EXPECT_EQ(a->Rename(r->slot, "bad/name").code(), Code::kInvalidArgument);
+  EXPECT_EQ((*a->Leases())[r->slot], "sb1");
+}
+
 TEST_F(IdRangeAllocatorTest, InvalidConfigurationsAreRefused) {
   IdAllocatorOptions o = options_;
   o.base = 1000;  // would map host system users

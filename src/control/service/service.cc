@@ -98,6 +98,9 @@ struct ControlService::Impl {
   std::map<std::string, Pool> pools;
   std::set<std::string> inflight;    // tasks whose node create (or command) is in progress here
   std::set<std::string> recovering;  // tasks found `starting` at start: resolved at heartbeat
+  // Starts that failed with a transient error, by task: requeued up to kMaxStartAttempts.
+  static constexpr int kMaxStartAttempts = 3;
+  std::map<std::string, int> start_attempts;
   std::deque<std::string> start_queue;
   std::condition_variable start_cv;
   std::condition_variable loop_cv;
@@ -270,6 +273,7 @@ struct ControlService::Impl {
         inflight.erase(id);
         if (created.ok()) cleanup = node;
       } else if (created.ok()) {
+        start_attempts.erase(id);
         auto r = Transition(t, TaskState::kRunning, "running on " + node.id);
         if (r.ok() && !t.command.empty()) {
           commands[id] = std::thread([this, task = *r, node] { RunCommand(task, node); });
@@ -279,7 +283,9 @@ struct ControlService::Impl {
       } else {
         inflight.erase(id);
         Code c = created.status().code();
-        if (c == Code::kUnavailable || c == Code::kDeadlineExceeded) {
+        int attempt = ++start_attempts[id];
+        if ((c == Code::kUnavailable || c == Code::kDeadlineExceeded) &&
+            attempt < kMaxStartAttempts) {
           // The node may or may not have made it: remove it there, then queue the task again.
           cleanup = node;
           ReleaseLocked(id);
@@ -287,7 +293,11 @@ struct ControlService::Impl {
           (void)Transition(t, TaskState::kPending,
                            "waiting: node " + node.id + " failed: " + created.status().message());
         } else {
-          FinishLocked(t, TaskState::kFailed, "node refused: " + created.status().message());
+          start_attempts.erase(id);
+          FinishLocked(t, TaskState::kFailed,
+                       fmt::format("node refused{}: {}",
+                                   attempt > 1 ? fmt::format(" ({} attempts)", attempt) : "",
+                                   created.status().message()));
         }
       }
     }
@@ -671,13 +681,14 @@ Result<CreateOutcome> ControlService::Create(const Team& team, CreateRequest req
         return Status::Unavailable(fmt::format("no capacity for tier '{}' now: {}",
                                                TierName(t.tier), what_if.status().message()));
       }
-      // The template must exist on the pool's nodes (when any has reported).
-      const auto& known = s.templates_by_pool[pool->name];
-      if (!known.empty() && !known.count(t.template_name)) {
+      // The template must exist on the pool's nodes (once any has reported).
+      if (auto known = s.templates_by_pool.find(pool->name);
+          known != s.templates_by_pool.end() && !known->second.count(t.template_name)) {
         std::string list;
-        for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-        return Status::NotFound(
-            fmt::format("unknown template '{}' (known: {})", t.template_name, list));
+        for (const auto& k : known->second) list += (list.empty() ? "" : ", ") + k;
+        return Status::NotFound(fmt::format("unknown template '{}' in pool '{}' (known: {})",
+                                            t.template_name, pool->name,
+                                            list.empty() ? "none yet" : list));
       }
     } else if (!request.wait_for_capacity) {
       return Status::Unavailable(fmt::format("no pool serves tier '{}'", TierName(t.tier)));

@@ -335,6 +335,21 @@ TEST_F(ServiceTest, NodeRefusalFailsTheTaskWithTheNodesReason) {
   nodes_.FailCreates("n1", Status::Ok());
 }
 
+TEST_F(ServiceTest, TransientNodeFailuresAreRetriedThenFail) {
+  Beat("n1");
+  nodes_.FailCreates("n1", Status::Unavailable("envd did not come up"));
+  auto out = Create();
+  ASSERT_TRUE(out.ok());
+  Task t;
+  for (int i = 0; i < 20 && !IsTerminal(t.state); ++i) {
+    svc_->Tick();
+    t = Settled(out->task.id);
+  }
+  EXPECT_EQ(t.state, TaskState::kFailed);
+  EXPECT_NE(t.reason.find("3 attempts"), std::string::npos) << t.reason;
+  EXPECT_EQ(nodes_.creates(), 3);
+}
+
 TEST_F(ServiceTest, CommandTaskRecordsOutputAndExitCode) {
   Beat("n1");
   nodes_.SetExecScript({.output = {{"stdout", "aGVsbG8K"}}, .exit_code = 3});

@@ -141,6 +141,39 @@ Status Disk::Mount(const std::string& target, const DiskMountOptions& options) {
   return Status::Ok();
 }
 
+Status Disk::MoveMount(const std::string& target) {
+  if (!mount_.active()) {
+    return Status::FailedPrecondition(fmt::format("move of {}: not mounted", image_path_));
+  }
+  const std::string from = mount_.target();
+  if (::mount(from.c_str(), target.c_str(), nullptr, MS_MOVE, nullptr) == 0) {
+    (void)mount_.Release();
+    mount_ = ScopedMount(target);
+    return Status::Ok();
+  }
+  if (errno != EINVAL) {
+    return Status::FromErrno(errno, fmt::format("mount({}, {}, MS_MOVE)", from, target));
+  }
+  if (::mount(from.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+    return Status::FromErrno(errno, fmt::format("mount({}, {}, MS_BIND)", from, target));
+  }
+  (void)mount_.Release();
+  mount_ = ScopedMount(target);
+  if (::umount2(from.c_str(), MNT_DETACH) != 0) {
+    return Status::FromErrno(errno, fmt::format("umount2({}, MNT_DETACH)", from));
+  }
+  return Status::Ok();
+}
+
+Status Disk::MountPointRenamed(const std::string& new_target) {
+  if (!mount_.active()) {
+    return Status::FailedPrecondition(fmt::format("rename of {}: not mounted", image_path_));
+  }
+  (void)mount_.Release();
+  mount_ = ScopedMount(new_target);
+  return Status::Ok();
+}
+
 Status Disk::Unmount() {
   if (!mount_.active()) return Status::Ok();
   std::string target = mount_.Release();

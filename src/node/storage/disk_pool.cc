@@ -1,5 +1,9 @@
 #include "hangar/storage/disk_pool.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 
 #include <fmt/format.h>
@@ -16,6 +20,9 @@ Result<std::unique_ptr<DiskPool>> DiskPool::Create(DiskPoolOptions options) {
   for (const auto& [size, count] : options.targets) {
     if (size == 0) return Status::InvalidArgument("disk pool target for size 0 MiB");
   }
+  if (options.premount && !options.attach) {
+    return Status::InvalidArgument("disk pool: premount needs attach");
+  }
   HANGAR_TRY(MakeDirs(DisksDir(options.data_dir)));
   return std::unique_ptr<DiskPool>(new DiskPool(std::move(options)));
 }
@@ -27,7 +34,14 @@ DiskPool::~DiskPool() {
     std::lock_guard<std::mutex> lock(mu_);
     drained.swap(ready_);
   }
-  // ~Disk destroys each (unmounted anyway): detach + delete image.
+  // Each disk: unmount, detach, delete image; then its staging mount point.
+  for (auto& [size, disks] : drained) {
+    for (Disk& d : disks) {
+      std::string staging = d.mounted() ? d.mount_point() : "";
+      (void)d.Destroy();
+      if (!staging.empty()) ::rmdir(staging.c_str());
+    }
+  }
 }
 
 std::string DiskPool::disks_dir() const { return DisksDir(options_.data_dir); }
@@ -37,12 +51,34 @@ Result<Disk> DiskPool::MakeDisk(uint64_t size_mb) const {
       internal::JoinPath(disks_dir(), fmt::format("{}m-{}.img", size_mb, internal::RandomHex(8)));
   HANGAR_ASSIGN_OR_RETURN(Disk disk, Disk::Create(image, size_mb, options_.format));
   if (options_.attach) HANGAR_TRY(disk.Attach(options_.loop));
+  if (options_.premount) {
+    const std::string staging = image + ".mnt";
+    if (::mkdir(staging.c_str(), 0700) != 0 && errno != EEXIST) {
+      return Status::FromErrno(errno, fmt::format("mkdir({})", staging));
+    }
+    Status st = disk.Mount(staging);
+    for (const std::string& d : options_.layer_dirs) {
+      if (!st.ok()) break;
+      const std::string path = internal::JoinPath(staging, d);
+      if (::mkdir(path.c_str(), 0755) != 0)
+        st = Status::FromErrno(errno, fmt::format("mkdir({})", path));
+    }
+    if (st.ok()) {
+      // Host root's lost+found would be an unusable nobody-owned directory inside.
+      ::rmdir(internal::JoinPath(staging, "lost+found").c_str());
+    } else {
+      (void)disk.Destroy();
+      ::rmdir(staging.c_str());
+      return st;
+    }
+  }
   return disk;
 }
 
 Result<Disk> DiskPool::Take(uint64_t size_mb) {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (!pending_since_) pending_since_ = std::chrono::steady_clock::now();
     auto it = ready_.find(size_mb);
     if (it != ready_.end() && !it->second.empty()) {
       Disk d = std::move(it->second.front());
@@ -107,7 +143,16 @@ void DiskPool::RefillLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
     if (NeediestSizeLocked() == 0) {
+      pending_since_.reset();
       cv_.wait(lock, [this] { return stop_ || NeediestSizeLocked() != 0; });
+      continue;
+    }
+    // Leave the CPU to whoever just took a disk (options_.refill_delay), counted from the first
+    // Take since the pool was full so a stream of Takes cannot postpone the refill for ever.
+    if (pending_since_ &&
+        std::chrono::steady_clock::now() < *pending_since_ + options_.refill_delay) {
+      const auto quiet_until = *pending_since_ + options_.refill_delay;
+      cv_.wait_until(lock, quiet_until, [this] { return stop_; });
       continue;
     }
     lock.unlock();

@@ -2,6 +2,7 @@
 // refill, and nothing left after the pool goes.
 #include "hangar/storage/disk_pool.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -106,6 +107,34 @@ TEST_F(DiskPoolTest, BackgroundRefillReplacesTakenDisks) {
   EXPECT_EQ(FilesIn(DisksDir(dir_.path())), 0);
 }
 
+// The replacement of a taken disk is not started within refill_delay of the Take (the sandbox
+// that took it starts without a mkfs beside it), and is made after it.
+TEST_F(DiskPoolTest, BackgroundRefillWaitsRefillDelayAfterATake) {
+  constexpr auto kDelay = std::chrono::milliseconds(400);
+  auto pool =
+      DiskPool::Create({.data_dir = dir_.path(), .targets = {{16, 1}}, .refill_delay = kDelay});
+  ASSERT_TRUE(pool.ok());
+  (*pool)->StartBackgroundRefill();
+  for (int i = 0; i < 500 && (*pool)->Ready(16) < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ((*pool)->Ready(16), 1u);
+  {
+    auto taken_at = std::chrono::steady_clock::now();
+    auto d = (*pool)->Take(16);
+    ASSERT_TRUE(d.ok());
+    while ((*pool)->Ready(16) < 1 &&
+           std::chrono::steady_clock::now() - taken_at < std::chrono::seconds(10)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_EQ((*pool)->Ready(16), 1u);  // refilled after all
+    EXPECT_GE(std::chrono::steady_clock::now() - taken_at, kDelay);
+  }
+  (*pool)->Stop();
+  pool->reset();
+  EXPECT_EQ(FilesIn(DisksDir(dir_.path())), 0);
+}
+
 TEST_F(DiskPoolTest, RefillFailureIsReported) {
   auto pool = DiskPool::Create(
       {.data_dir = dir_.path(), .targets = {{16, 1}}, .format = {.mkfs_program = "false"}});
@@ -115,6 +144,66 @@ TEST_F(DiskPoolTest, RefillFailureIsReported) {
   EXPECT_THAT(r.status().message(), ::testing::HasSubstr("refilling disk pool (16 MiB)"));
   EXPECT_EQ((*pool)->stats().failures, 1u);
   EXPECT_EQ(FilesIn(DisksDir(dir_.path())), 0);
+}
+
+TEST_F(DiskPoolTest, PremountedDisksAreMovedIntoPlaceAndCleanedOnEveryPath) {
+  const std::string target = dir_.path() + "/target";
+  ASSERT_EQ(::mkdir(target.c_str(), 0755), 0);
+  EXPECT_EQ(DiskPool::Create({.data_dir = dir_.path(), .attach = false, .premount = true})
+                .status()
+                .code(),
+            Code::kInvalidArgument);
+  {
+    auto pool = DiskPool::Create({.data_dir = dir_.path(), .targets = {{16, 2}}, .premount = true});
+    ASSERT_TRUE(pool.ok()) << pool.status().ToString();
+    ASSERT_TRUE((*pool)->Refill().ok());
+    EXPECT_EQ(MountsAtOrUnder(dir_.path() + "/disks"), 2);
+    auto d = (*pool)->Take(16);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    ASSERT_TRUE(d->mounted());
+    const std::string staging = d->mount_point();
+    EXPECT_EQ(staging, d->image_path() + ".mnt");
+    struct stat st;
+    EXPECT_EQ(::stat((staging + "/upper").c_str(), &st), 0);
+    EXPECT_EQ(::stat((staging + "/work").c_str(), &st), 0);
+    EXPECT_NE(::stat((staging + "/lost+found").c_str(), &st), 0);
+    ASSERT_TRUE(d->MoveMount(target).ok());
+    EXPECT_EQ(d->mount_point(), target);
+    EXPECT_EQ(::stat((target + "/upper").c_str(), &st), 0);
+    EXPECT_EQ(MountsAtOrUnder(staging), 0);
+    EXPECT_EQ(::rmdir(staging.c_str()), 0);
+    auto usage = d->Usage();
+    ASSERT_TRUE(usage.ok()) << usage.status().ToString();
+    EXPECT_GT(usage->bytes_total, 8u << 20);
+    ASSERT_TRUE(d->Destroy().ok());
+    EXPECT_EQ(MountsAtOrUnder(target), 0);
+    // A miss is prepared the same way.
+    auto cold = (*pool)->Take(24);
+    ASSERT_TRUE(cold.ok()) << cold.status().ToString();
+    EXPECT_TRUE(cold->mounted());
+    const std::string cold_staging = cold->mount_point();
+    ASSERT_TRUE(cold->Destroy().ok());
+    EXPECT_EQ(::rmdir(cold_staging.c_str()), 0);
+    // The pool's own mounted disks (and their mount points) go with it.
+  }
+  EXPECT_EQ(MountsAtOrUnder(dir_.path()), 0);
+  EXPECT_EQ(FilesIn(dir_.path() + "/disks"), 0);
+
+  // A crashed agent's pre-mounted pool: recovery unmounts, detaches, deletes, removes the
+  // mount points.
+  {
+    auto pool = DiskPool::Create({.data_dir = dir_.path(), .targets = {{16, 1}}, .premount = true});
+    ASSERT_TRUE(pool.ok());
+    ASSERT_TRUE((*pool)->Refill().ok());
+    auto d = (*pool)->Take(16);
+    ASSERT_TRUE(d.ok());
+    d->Release();  // as if the process died holding it
+  }
+  auto rec = RecoverDisks(dir_.path(), {});
+  ASSERT_TRUE(rec.ok()) << rec.status().ToString();
+  EXPECT_TRUE(rec->errors.empty()) << rec->errors[0];
+  EXPECT_EQ(MountsAtOrUnder(dir_.path()), 0);
+  EXPECT_EQ(FilesIn(dir_.path() + "/disks"), 0);
 }
 
 }  // namespace

@@ -67,10 +67,20 @@ Result<DiskRecoveryReport> RecoverDisks(const std::string& data_dir,
   if (DIR* d = ::opendir(dir.c_str())) {
     std::vector<std::string> files;
     while (struct dirent* e = ::readdir(d)) {
-      if (e->d_type == DT_REG || e->d_type == DT_UNKNOWN) files.emplace_back(e->d_name);
+      if (e->d_type == DT_REG || e->d_type == DT_UNKNOWN || e->d_type == DT_DIR) {
+        if (std::string_view(e->d_name) != "." && std::string_view(e->d_name) != "..") {
+          files.emplace_back(e->d_name);
+        }
+      }
     }
     ::closedir(d);
     for (const auto& f : files) {
+      // The empty mount point of a pre-mounted pooled disk (its mount went above).
+      if (f.size() > 4 && f.compare(f.size() - 4, 4, ".mnt") == 0) {
+        const std::string path = internal::JoinPath(dir, f);
+        if (::rmdir(path.c_str()) == 0) report.unmounted.push_back(path);
+        continue;
+      }
       const std::string path = internal::JoinPath(dir, f);
       struct stat st;
       if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;

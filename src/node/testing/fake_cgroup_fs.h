@@ -77,6 +77,21 @@ class FakeCgroupFs : public CgroupFs {
     }
     return Status::Ok();
   }
+  Status Rename(const std::string& from, const std::string& to) override {
+    if (!dirs_.count(from)) return Status::NotFound("fake rename(" + from + ")");
+    if (dirs_.count(to)) return Status::AlreadyExists("fake rename(" + to + ")");
+    if (Parent(from) != Parent(to)) return Status::InvalidArgument("fake rename across parents");
+    auto moved = [&](const std::string& p) {
+      return p == from || p.compare(0, from.size() + 1, from + "/") == 0;
+    };
+    std::set<std::string> dirs;
+    for (const std::string& d : dirs_) dirs.insert(moved(d) ? to + d.substr(from.size()) : d);
+    std::map<std::string, std::string> files;
+    for (auto& [f, c] : files_) files[moved(f) ? to + f.substr(from.size()) : f] = c;
+    dirs_.swap(dirs);
+    files_.swap(files);
+    return Status::Ok();
+  }
   Result<std::vector<std::string>> ListDirs(const std::string& path) override {
     if (!dirs_.count(path)) return Status::NotFound("fake opendir(" + path + ")");
     std::vector<std::string> out;

@@ -125,6 +125,20 @@ class CgroupBackend {
   virtual Result<std::vector<pid_t>> Pids(std::string_view name) = 0;
   // SIGKILLs every task, waits for them to leave, removes the group everywhere. Idempotent.
   virtual Status KillAndRemove(std::string_view name) = 0;
+  // Renames the group in every hierarchy; its tasks stay in it (a pooled sandbox claimed under
+  // its public id). AlreadyExists if `to` exists, NotFound if `from` does not; on failure the
+  // hierarchies already renamed are renamed back.
+  virtual Status Rename(std::string_view from, std::string_view to) = 0;
+  // A throttle on one block device in the hierarchy's ROOT group (all-zero limit: clears it).
+  // v1 only: there, background writeback of buffered writes is issued from the root group, so
+  // a sandbox group's own rule never sees it; since every sandbox has a loop device of its
+  // own, a root rule for that device binds exactly that sandbox. The caller clears it before
+  // the device is detached (a reused loop number would inherit it). v2: no-op (io.max plus the
+  // memory controller attribute writeback to the group that dirtied the pages).
+  virtual Status SetRootDeviceLimit(const IoDeviceLimit& limit) = 0;
+  // The devices with a root rule (v1; merged over the four throttle files), for recovery.
+  // v2: empty.
+  virtual Result<std::vector<IoDeviceLimit>> RootDeviceLimits() = 0;
   // Names of the sandbox groups under Hangar's root (union over hierarchies), sorted.
   virtual Result<std::vector<std::string>> List() = 0;
   // Removes Hangar's root itself if it is empty (node decommission, tests). Idempotent.

@@ -24,6 +24,8 @@ class CgroupFs {
   virtual Status Mkdir(const std::string& path) = 0;
   // NotFound if absent; Unavailable (EBUSY) while tasks or child groups remain.
   virtual Status Rmdir(const std::string& path) = 0;
+  // rename(2) of a group directory within its parent. AlreadyExists if `to` exists.
+  virtual Status Rename(const std::string& from, const std::string& to) = 0;
   // Subdirectory names, sorted. NotFound if `path` is absent.
   virtual Result<std::vector<std::string>> ListDirs(const std::string& path) = 0;
   virtual bool Exists(const std::string& path) = 0;

@@ -4,8 +4,11 @@
 //  - Slot n owns host ids [base + n*size, base + (n+1)*size); uid 0 inside the sandbox is
 //    base + n*size outside. Ranges never overlap and never include ids below `base`.
 //  - A lease is a file <state_dir>/slot-<n> (holding the owner, e.g. the sandbox id) created
-//    with O_EXCL and fsync'd before Allocate returns: two allocators — threads or processes —
-//    never lease the same slot, and a restarted node sees every lease of the previous run.
+//    with O_EXCL: two allocators — threads or processes — never lease the same slot, and a
+//    restarted node agent sees every lease of the previous run. Leases are not fsync'd: they
+//    must survive a crash of the agent (the page cache does), not of the machine — after a
+//    machine crash no process runs in any range, so Reconcile frees whatever lease survived
+//    and nothing live can lack one.
 //  - Reconcile() is the crash-recovery pass: it releases leases whose owner is gone *and* no
 //    process runs with an id in the range, keeps (and reports) leases whose range still has
 //    processes, and re-leases a range found in use with no lease file (state dir lost), so a
@@ -58,6 +61,9 @@ class IdRangeAllocator {
   // Leases the lowest free slot to `owner` ([A-Za-z0-9_.-]{1,64}). ResourceExhausted when all
   // slots are leased.
   Result<IdRange> Allocate(std::string_view owner);
+  // Hands a lease to a new owner (a pooled sandbox claimed under its public id); the file is
+  // replaced atomically. NotFound if the slot is not leased.
+  Status Rename(uint32_t slot, std::string_view owner);
   // Ends a lease. Idempotent.
   Status Release(uint32_t slot);
   // slot → owner, from the state directory.

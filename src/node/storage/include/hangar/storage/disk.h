@@ -76,6 +76,15 @@ class Disk {
 
   Status Attach(const LoopOptions& options = {});
   Status Mount(const std::string& target, const DiskMountOptions& options = {});
+  // Moves the mounted filesystem to `target` (MS_MOVE: no mount, no superblock work; a pooled
+  // disk mounted ahead is put into place this way). Where the current mount's parent is a
+  // shared mount (systemd makes / shared) the kernel refuses MS_MOVE: then a bind of the same
+  // mount at `target` and a lazy detach of the old one give the same result. The empty old
+  // mount point is the caller's. FailedPrecondition if not mounted.
+  Status MoveMount(const std::string& target);
+  // Records that the mount point moved with a rename(2) of a directory above it (the mount
+  // itself is unchanged). FailedPrecondition if not mounted.
+  Status MountPointRenamed(const std::string& new_target);
   // umount(2); if still busy, a lazy detach (the loop then detaches when the last user goes).
   Status Unmount();
   // statfs of the mounted filesystem (failed_precondition if not mounted).

@@ -1,0 +1,37 @@
+// Guest helpers: what envd does for the microVM tier, where it is the guest's init.
+//
+// The guest's stage 1 (the initramfs /init from scripts/fetch-guest-kernel.sh) mounts the root
+// disk and switch_roots to envd; the node then reaches envd over a port forward. These are the
+// few things stage 1's busybox cannot do, and what the node asks of a guest restored from a
+// snapshot (through envd's process API, as root: `/.hangar/envd --grow-fs / --set-hostname ID
+// --set-clock-ns N`):
+//  - ParseEnvFile: the sandbox's environment from a file of NUL-separated NAME=VALUE entries
+//    (values may hold newlines, which a kernel command line or a shell `read` cannot carry).
+//    Names must be non-empty and hold no '='; an entry without '=' is an error naming it.
+//  - GrowExt4ToDevice: grows the ext4 filesystem mounted at a path online to the size of its
+//    block device (the per-sandbox qcow2 layer is larger than the template's base image). A
+//    filesystem already that size is left alone (ok).
+//  - SetHostname / SetClock: sethostname(2) / clock_settime(CLOCK_REALTIME).
+// Thread safety: stateless functions.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "hangar/base/status.h"
+
+namespace hangar::envd::internal {
+
+Result<std::map<std::string, std::string>> ParseEnvFile(std::string_view content);
+
+// The new size in filesystem blocks for a device of `device_bytes` (whole blocks only).
+uint64_t BlocksForDevice(uint64_t device_bytes, uint64_t block_size);
+
+Status GrowExt4ToDevice(const std::string& mount_point);
+
+Status SetHostname(const std::string& name);
+Status SetClock(int64_t unix_nanos);
+
+}  // namespace hangar::envd::internal
