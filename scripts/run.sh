@@ -4,8 +4,7 @@
 #   scripts/run.sh            start (or report the running daemon)
 #   scripts/run.sh stop       stop it (SIGTERM; graceful)
 # Then it shows the fleet at work (HANGAR_DEMO=0 skips this): a routine task run on the shared tier
-# and a payments task routed to the isolated tier, pending because embedded mode has no microVM
-# node yet.
+# and a payments task routed to the isolated tier (a microVM).
 # Environment: HANGAR_DATA_DIR (default /var/lib/hangar), HANGAR_LISTEN (127.0.0.1:7070), and
 # any other HANGAR_* configuration variable (see docs/configuration.md).
 set -euo pipefail
@@ -58,8 +57,10 @@ hangar() { HANGAR_DATA_DIR="$data_dir" "$bin/hangar" --server "http://$listen" "
 hangar status
 
 # The demo: wait for the `base` template (built in the background on the first start), then a
-# routine task on the shared tier and a payments task that the shipped policy routes to the
-# isolated tier — which has no node in embedded mode, so it waits, saying why.
+# routine task on the shared tier, and a payments task that the shipped policy routes to the
+# isolated tier: a microVM with a kernel of its own (QEMU; TCG without KVM, so its cold boot takes
+# seconds). Where this host cannot run microVMs, that task waits pending, saying why — it is never
+# moved down to a weaker tier.
 if [[ "${HANGAR_DEMO:-1}" == "1" ]]; then
   echo
   echo "== waiting for the base template (first start: mmdebstrap, a few minutes)"
@@ -67,15 +68,17 @@ if [[ "${HANGAR_DEMO:-1}" == "1" ]]; then
     if hangar --json node templates 2>/dev/null | grep -q '"name": "base"'; then break; fi
     sleep 1
   done
-  echo "== a routine task: hangar run -- bash -lc 'echo hello from \$(hostname)'"
-  hangar run --label demo=routine -- bash -lc 'echo hello from $(hostname); uname -sr'
-  echo "== a task touching services/payments/**: hangar run -d --path services/payments/api.go"
-  payments=$(hangar run -d --label demo=payments --path services/payments/api.go -- true 2>/dev/null)
+  echo "== a routine task: hangar run -- bash -lc 'echo hello from \$(hostname); uname -r'"
+  hangar run --label demo=routine -- bash -lc 'echo hello from $(hostname); uname -r'
+  echo "== a task touching services/payments/**: hangar run --path services/payments/api.go ..."
+  payments=$(hangar run -d --label demo=payments --path services/payments/api.go \
+    -- bash -lc 'echo hello from $(hostname); uname -r')
   hangar route explain "$payments"
-  echo "== hangar ls"
+  hangar logs -f "$payments" || true
+  echo "== hangar ls; hangar nodes"
   hangar ls --label demo=routine
   hangar ls --label demo=payments
-  echo "(the payments task stays pending until an isolated pool has a node: hangar kill $payments)"
+  hangar nodes
 fi
 
 cat <<MSG
