@@ -86,6 +86,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const Config& config, Clock& clock
   opt.address = listen.first;
   opt.port = listen.second;
   opt.threads = static_cast<int>(config.GetInt("http.threads"));
+  opt.blocking_threads = static_cast<int>(config.GetInt("http.blocking_threads"));
   opt.max_body_bytes = static_cast<size_t>(config.GetInt("http.max_body_bytes"));
   opt.max_header_bytes = static_cast<size_t>(config.GetInt("http.max_header_bytes"));
   opt.read_timeout = std::chrono::milliseconds(config.GetInt("http.read_timeout_ms"));

@@ -34,6 +34,13 @@ ConfigSchema DaemonSchema() {
          .help = "I/O threads of the HTTP server; 0 = one per CPU",
          .min = 0,
          .max = 256});
+  s.Add({.key = "http.blocking_threads",
+         .type = OptionType::kInt,
+         .default_value = "64",
+         .help = "threads for handlers that block (store, node calls, creates waiting for their "
+                 "sandbox)",
+         .min = 2,
+         .max = 4096});
   s.Add({.key = "http.max_body_bytes",
          .type = OptionType::kInt,
          .default_value = "16777216",

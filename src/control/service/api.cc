@@ -428,7 +428,10 @@ Status AddControlRoutes(api::Router& router, const ApiOptions& options) {
           return out.status();
         }
         const Task& t = out->task;
-        int status = !out->created ? 200 : t.state == TaskState::kPending ? 202 : 201;
+        // 202: accepted, not running yet (queued, or still starting — poll it).
+        int status = !out->created                                                       ? 200
+                     : t.state == TaskState::kPending || t.state == TaskState::kStarting ? 202
+                                                                                         : 201;
         return api::JsonResponse(TaskToJson(t), status);
       }),
       blocking));

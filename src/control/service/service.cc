@@ -101,6 +101,16 @@ struct ControlService::Impl {
   // Starts that failed with a transient error, by task: requeued up to kMaxStartAttempts.
   static constexpr int kMaxStartAttempts = 3;
   std::map<std::string, int> start_attempts;
+  // Reconcile: consecutive reports of a node without a task's sandbox (a report may predate the
+  // create that just finished, so one miss is not enough).
+  std::map<std::string, int> missing_reports;
+  // Sandboxes to destroy on nodes, queued by request handlers and done by the loop thread, so a
+  // heartbeat never waits on a node call (it runs on the node's own HTTP server in embedded mode).
+  std::vector<std::pair<Node, std::string>> pending_destroys;
+  // Creates waiting for their sandbox to start; beyond kMaxWaitingCreates a create answers at
+  // once with the task as it is (starting), so waiting requests never hold every handler thread.
+  static constexpr int kMaxWaitingCreates = 4;
+  int waiting_creates = 0;
   std::deque<std::string> start_queue;
   std::condition_variable start_cv;
   std::condition_variable loop_cv;
@@ -427,6 +437,8 @@ struct ControlService::Impl {
       }
       SchedulePassLocked();
       joinable.swap(finished_commands);
+      for (auto& [node, id] : pending_destroys) cleanup.emplace_back(node, id);
+      pending_destroys.clear();
     }
     for (auto& [node, id] : cleanup) DestroyOnNode(node, id);
     for (auto& th : joinable) th.join();
@@ -456,7 +468,10 @@ struct ControlService::Impl {
   void Reconcile(const NodeReport& report, std::vector<std::string>& orphans,
                  std::vector<std::pair<std::optional<Node>, std::string>>& cleanup) {
     std::map<std::string, const NodeSandbox*> on_node;
-    for (const auto& s : report.sandboxes) on_node[s.id] = &s;
+    for (const auto& s : report.sandboxes) {
+      on_node[s.id] = &s;
+      missing_reports.erase(s.id);
+    }
     for (const auto& [sid, s] : on_node) {
       if (inflight.count(sid) && !recovering.count(sid)) continue;
       auto got = opt.store->GetTask(sid);
@@ -505,7 +520,11 @@ struct ControlService::Impl {
         (void)Transition(q, TaskState::kPending, "requeued: start interrupted by a restart");
         continue;
       }
-      FinishLocked(t, TaskState::kFailed, "sandbox disappeared from node " + report.node.id);
+      if (++missing_reports[t.id] < 2) continue;
+      missing_reports.erase(t.id);
+      cleanup.emplace_back(
+          FinishLocked(t, TaskState::kFailed, "sandbox disappeared from node " + report.node.id),
+          t.id);
     }
   }
 };
@@ -704,8 +723,15 @@ Result<CreateOutcome> ControlService::Create(const Team& team, CreateRequest req
     if (!created.created) return CreateOutcome{created.task, false};
     t = created.task;
     s.SchedulePassLocked();
-    // Wait while it starts; a task left pending (no capacity, no node) is answered at once.
+    // Wait while it starts; a task left pending (no capacity, no node) is answered at once, and
+    // so is one beyond the cap of waiting creates (the caller polls).
     auto deadline = std::chrono::steady_clock::now() + s.opt.create_wait;
+    if (s.waiting_creates >= Impl::kMaxWaitingCreates) deadline = std::chrono::steady_clock::now();
+    ++s.waiting_creates;
+    struct Unwait {
+      int& n;
+      ~Unwait() { --n; }
+    } unwait{s.waiting_creates};
     for (;;) {
       auto cur = s.opt.store->GetTask(t.id);
       if (!cur.ok() || !*cur) break;
@@ -851,11 +877,15 @@ Status ControlService::Heartbeat(const NodeReport& report) {
     s.Reconcile(report, orphans, cleanup);
     s.SchedulePassLocked();
   }
+  std::lock_guard lk(s.mu);
   for (const auto& id : orphans) {
     log::Info("removing orphan sandbox", {{"node", n.id}, {"sandbox", id}});
-    s.DestroyOnNode(n, id);
+    s.pending_destroys.emplace_back(n, id);
   }
-  for (auto& [node, id] : cleanup) s.DestroyOnNode(node, id);
+  for (auto& [node, id] : cleanup) {
+    if (node) s.pending_destroys.emplace_back(*node, id);
+  }
+  if (!s.pending_destroys.empty()) s.loop_cv.notify_all();
   return Status::Ok();
 }
 

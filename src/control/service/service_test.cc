@@ -288,6 +288,7 @@ TEST_F(ServiceTest, LostNodeFailsItsTasks) {
   EXPECT_EQ(nodes->at(0).status, NodeStatus::kLost);
   // It comes back: schedulable again, and the failed task's leftover sandbox is removed.
   Beat("n1");
+  svc_->Tick();
   EXPECT_FALSE(nodes_.On("n1").count(t.id));
   auto next = Create();
   ASSERT_TRUE(next.ok());
@@ -317,7 +318,11 @@ TEST_F(ServiceTest, OrphansOnNodesAreRemovedAndVanishedSandboxesFail) {
   nodes_.Inject("n1", "sbstranger", "running");
   nodes_.Remove("n1", out->task.id);
   Beat("n1");
+  // One report without it may predate its create: not yet failed.
+  EXPECT_EQ(Get(out->task.id).state, TaskState::kRunning);
+  svc_->Tick();  // the loop thread removes orphans, never the heartbeat itself
   EXPECT_FALSE(nodes_.On("n1").count("sbstranger"));
+  Beat("n1");
   Task t = Get(out->task.id);
   EXPECT_EQ(t.state, TaskState::kFailed);
   EXPECT_NE(t.reason.find("disappeared"), std::string::npos);

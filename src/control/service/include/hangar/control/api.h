@@ -29,7 +29,7 @@ Status AddControlRoutes(api::Router& router, const ApiOptions& options);
 struct CreateLimits {
   static constexpr int64_t kMinCpuMillis = 100, kMaxCpuMillis = 64'000;
   static constexpr int64_t kMinMemoryMb = 32, kMaxMemoryMb = 262'144;
-  static constexpr int64_t kMinDiskMb = 16, kMaxDiskMb = 1'048'576;
+  static constexpr int64_t kMinDiskMb = 64, kMaxDiskMb = 1'048'576;
   static constexpr int64_t kMaxIops = 1'000'000, kMaxIoBps = int64_t{100} << 30;
   static constexpr int64_t kMaxTimeoutS = 30 * 86400;
   static constexpr size_t kMaxListItems = 1000, kMaxMapEntries = 64, kMaxEnvEntries = 256;
