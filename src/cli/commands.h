@@ -32,6 +32,11 @@ int RunStatus(const GlobalOptions& g, std::ostream& out, std::ostream& err);
 struct NodeOptions {
   std::string token;  // else $HANGAR_NODE_TOKEN, else <$HANGAR_DATA_DIR|/var/lib/hangar>/node.token
 };
+// A secret from the flag's value, else $env_var, else <$HANGAR_DATA_DIR|/var/lib/hangar>/file_name
+// (trailing whitespace trimmed); unauthenticated saying all three when none has it.
+Result<std::string> Credential(const std::string& given, const char* env_var,
+                               std::string_view file_name, std::string_view what,
+                               std::string_view flag);
 Result<std::string> NodeToken(const NodeOptions& n);
 Result<api::HttpClient> NodeClient(const GlobalOptions& g, const NodeOptions& n,
                                    std::chrono::milliseconds timeout);

@@ -68,19 +68,7 @@ void PrintTask(const json& t, std::ostream& out) {
 }  // namespace
 
 Result<std::string> ApiKey(const FleetOptions& f) {
-  if (!f.api_key.empty()) return f.api_key;
-  if (const char* env = std::getenv("HANGAR_API_KEY"); env && *env) return std::string(env);
-  const char* dir = std::getenv("HANGAR_DATA_DIR");
-  std::string path = fmt::format("{}/api.key", dir && *dir ? dir : "/var/lib/hangar");
-  auto t = ReadFile(path);
-  if (!t.ok()) {
-    return Status::Unauthenticated(fmt::format(
-        "no API key: pass --api-key, set HANGAR_API_KEY, or run where {} is readable ({})", path,
-        t.status().message()));
-  }
-  std::string key = *t;
-  while (!key.empty() && (key.back() == '\n' || key.back() == ' ')) key.pop_back();
-  return key;
+  return Credential(f.api_key, "HANGAR_API_KEY", "api.key", "API key", "--api-key");
 }
 
 Result<api::HttpClient> FleetClient(const GlobalOptions& g, const FleetOptions& f,

@@ -16,21 +16,26 @@
 
 namespace hangar::cli {
 
-Result<std::string> NodeToken(const NodeOptions& n) {
-  if (!n.token.empty()) return n.token;
-  if (const char* env = std::getenv("HANGAR_NODE_TOKEN"); env && *env) return std::string(env);
+Result<std::string> Credential(const std::string& given, const char* env_var,
+                               std::string_view file_name, std::string_view what,
+                               std::string_view flag) {
+  if (!given.empty()) return given;
+  if (const char* env = std::getenv(env_var); env && *env) return std::string(env);
   const char* dir = std::getenv("HANGAR_DATA_DIR");
-  std::string path = fmt::format("{}/node.token", dir && *dir ? dir : "/var/lib/hangar");
+  std::string path = fmt::format("{}/{}", dir && *dir ? dir : "/var/lib/hangar", file_name);
   auto t = ReadFile(path);
   if (!t.ok()) {
-    return Status::Unauthenticated(fmt::format(
-        "no node token: pass --node-token, set HANGAR_NODE_TOKEN, or run where {} is readable "
-        "({})",
-        path, t.status().message()));
+    return Status::Unauthenticated(
+        fmt::format("no {}: pass {}, set {}, or run where {} is readable ({})", what, flag, env_var,
+                    path, t.status().message()));
   }
-  std::string tok = *t;
-  while (!tok.empty() && (tok.back() == '\n' || tok.back() == ' ')) tok.pop_back();
-  return tok;
+  std::string value = *t;
+  while (!value.empty() && (value.back() == '\n' || value.back() == ' ')) value.pop_back();
+  return value;
+}
+
+Result<std::string> NodeToken(const NodeOptions& n) {
+  return Credential(n.token, "HANGAR_NODE_TOKEN", "node.token", "node token", "--node-token");
 }
 
 Result<api::HttpClient> NodeClient(const GlobalOptions& g, const NodeOptions& n,
