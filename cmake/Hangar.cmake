@@ -9,13 +9,14 @@ function(hangar_module NAME)
   target_link_libraries(hangar_${NAME} PUBLIC ${ARG_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
 endfunction()
 
-# hangar_test(NAME SOURCES ... DEPS ... LABELS unit|integration|privileged|slow ...)
+# hangar_test(NAME SOURCES ... DEPS ... LABELS unit|integration|privileged|slow ... [RUN_SERIAL])
 #   A GoogleTest executable whose cases are registered with ctest under the given labels.
+#   RUN_SERIAL: its cases never run beside another test (they count host-wide resources).
 function(hangar_test NAME)
   if(NOT HANGAR_BUILD_TESTS)
     return()
   endif()
-  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "RUN_SERIAL" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   if(NOT ARG_LABELS)
     set(ARG_LABELS unit)
   endif()
@@ -25,6 +26,6 @@ function(hangar_test NAME)
   add_executable(${NAME} ${ARG_SOURCES})
   target_link_libraries(${NAME} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
   gtest_discover_tests(${NAME}
-    PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
+    PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT} RUN_SERIAL ${ARG_RUN_SERIAL}
     DISCOVERY_TIMEOUT 60)
 endfunction()
