@@ -38,6 +38,9 @@ Result<std::string> Credential(const std::string& given, const char* env_var,
                                std::string_view file_name, std::string_view what,
                                std::string_view flag);
 Result<std::string> NodeToken(const NodeOptions& n);
+// A client of `server` that sends `Authorization: Bearer <token>` with every request.
+Result<api::HttpClient> BearerClient(const std::string& server, const std::string& token,
+                                     std::chrono::milliseconds timeout);
 Result<api::HttpClient> NodeClient(const GlobalOptions& g, const NodeOptions& n,
                                    std::chrono::milliseconds timeout);
 // A JSON call; prints `human(result)` or, with --json, the JSON.

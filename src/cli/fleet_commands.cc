@@ -74,10 +74,7 @@ Result<std::string> ApiKey(const FleetOptions& f) {
 Result<api::HttpClient> FleetClient(const GlobalOptions& g, const FleetOptions& f,
                                     std::chrono::milliseconds timeout) {
   HANGAR_ASSIGN_OR_RETURN(std::string key, ApiKey(f));
-  api::ClientOptions opt;
-  opt.timeout = timeout;
-  opt.headers.emplace_back("Authorization", "Bearer " + key);
-  return api::HttpClient::Create(g.server, opt);
+  return BearerClient(g.server, key, timeout);
 }
 
 int RunFleetJson(const GlobalOptions& g, const FleetOptions& f, std::string_view method,

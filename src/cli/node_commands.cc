@@ -38,13 +38,18 @@ Result<std::string> NodeToken(const NodeOptions& n) {
   return Credential(n.token, "HANGAR_NODE_TOKEN", "node.token", "node token", "--node-token");
 }
 
-Result<api::HttpClient> NodeClient(const GlobalOptions& g, const NodeOptions& n,
-                                   std::chrono::milliseconds timeout) {
-  HANGAR_ASSIGN_OR_RETURN(std::string token, NodeToken(n));
+Result<api::HttpClient> BearerClient(const std::string& server, const std::string& token,
+                                     std::chrono::milliseconds timeout) {
   api::ClientOptions opt;
   opt.timeout = timeout;
   opt.headers.emplace_back("Authorization", "Bearer " + token);
-  return api::HttpClient::Create(g.server, opt);
+  return api::HttpClient::Create(server, opt);
+}
+
+Result<api::HttpClient> NodeClient(const GlobalOptions& g, const NodeOptions& n,
+                                   std::chrono::milliseconds timeout) {
+  HANGAR_ASSIGN_OR_RETURN(std::string token, NodeToken(n));
+  return BearerClient(g.server, token, timeout);
 }
 
 int Report(std::ostream& err, const Status& s) {
