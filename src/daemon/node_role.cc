@@ -441,7 +441,10 @@ control::NodeReport NodeRole::State::Report(const Identity& who,
   }
   r.node.capacity.iops = iops_capacity;
   if (auto list = templates->List(); list.ok()) {
-    for (const auto& t : *list) r.templates.push_back(t.name);
+    for (const auto& t : *list) {
+      r.templates.push_back(t.name);
+      if (t.has_bash) r.bash_templates.push_back(t.name);
+    }
   }
   for (const auto& i : supervisor->List()) {
     if (i.sandbox.driver != who.driver) continue;  // another identity's

@@ -336,7 +336,8 @@ json NodeToJson(const Node& n) {
 Result<NodeReport> NodeReportFromJson(const json& body) {
   HANGAR_TRY(CheckKeys(
       body, "",
-      {"id", "pool", "url", "token", "drivers", "capacity", "usage", "templates", "sandboxes"}));
+      {"id", "pool", "url", "token", "drivers", "capacity", "usage", "templates", "bash_templates",
+       "sandboxes"}));
   NodeReport r;
   Node& n = r.node;
   HANGAR_ASSIGN_OR_RETURN(n.id, StringField(body, "id", "", 128));
@@ -348,6 +349,7 @@ Result<NodeReport> NodeReportFromJson(const json& body) {
   }
   HANGAR_ASSIGN_OR_RETURN(n.drivers, StringList(body, "drivers", 16));
   HANGAR_ASSIGN_OR_RETURN(r.templates, StringList(body, "templates", 10000));
+  HANGAR_ASSIGN_OR_RETURN(r.bash_templates, StringList(body, "bash_templates", 10000));
   if (auto c = body.find("capacity"); c != body.end()) {
     HANGAR_TRY(CheckKeys(*c, "capacity", {"cpu_millis", "memory_mb", "disk_mb", "iops"}));
     constexpr int64_t kBig = int64_t{1} << 40;
@@ -389,6 +391,7 @@ json NodeReportToJson(const NodeReport& r) {
             {"iops", r.node.capacity.iops}}},
           {"usage", r.node.usage},
           {"templates", r.templates},
+          {"bash_templates", r.bash_templates},
           {"sandboxes", sandboxes}};
 }
 

@@ -95,6 +95,7 @@ struct ControlService::Impl {
   Scheduler scheduler;
   std::map<std::string, Node> nodes;  // by id; last heartbeat's view
   std::map<std::string, std::set<std::string>> templates_by_pool;
+  std::map<std::string, std::set<std::string>> bash_templates_by_pool;  // have /bin/bash
   std::map<std::string, Pool> pools;
   std::set<std::string> inflight;    // tasks whose node create (or command) is in progress here
   std::set<std::string> recovering;  // tasks found `starting` at start: resolved at heartbeat
@@ -177,6 +178,36 @@ struct ControlService::Impl {
       log::Warn("destroy on node failed; the node's reconcile will remove it",
                 {{"task", id}, {"node", node->id}, {"error", st.ToString()}});
     }
+  }
+
+  // Pause (freeze) or resume a running sandbox: the node first, then the record, so a failed
+  // node call changes nothing. A sandbox already in the wanted state is answered as it is.
+  Result<Task> PauseOrResume(const Team& team, const std::string& id, bool pause,
+                             ControlService* svc) {
+    HANGAR_ASSIGN_OR_RETURN(Task t, svc->Get(team, id));
+    TaskState from = pause ? TaskState::kRunning : TaskState::kPaused;
+    TaskState to = pause ? TaskState::kPaused : TaskState::kRunning;
+    if (t.state == to) return t;
+    if (t.state != from) {
+      return Status::FailedPrecondition(fmt::format("sandbox '{}' is {}; only a {} sandbox can be {}",
+                                                    id, TaskStateName(t.state),
+                                                    TaskStateName(from),
+                                                    pause ? "paused" : "resumed"));
+    }
+    std::optional<Node> node;
+    {
+      std::lock_guard lk(mu);
+      if (auto it = nodes.find(t.node_id); it != nodes.end()) node = it->second;
+    }
+    if (!node) {
+      return Status::Unavailable(fmt::format("node '{}' of sandbox '{}' is unknown", t.node_id, id));
+    }
+    HANGAR_TRY(pause ? opt.nodes->Pause(*node, id) : opt.nodes->Resume(*node, id));
+    std::lock_guard lk(mu);
+    HANGAR_ASSIGN_OR_RETURN(auto cur, opt.store->GetTask(id));
+    if (!cur) return Status::NotFound(fmt::format("sandbox '{}' not found", id));
+    if (cur->state != from) return *cur;  // ended meanwhile (killed, timed out)
+    return Transition(*cur, to, pause ? "paused by the API" : "running on " + cur->node_id);
   }
 
   // --- scheduling ----------------------------------------------------------------------------
@@ -709,6 +740,13 @@ Result<CreateOutcome> ControlService::Create(const Team& team, CreateRequest req
                                             t.template_name, pool->name,
                                             list.empty() ? "none yet" : list));
       }
+      if (request.require_bash && s.templates_by_pool.count(pool->name) &&
+          !s.bash_templates_by_pool[pool->name].count(t.template_name)) {
+        return Status::InvalidArgument(fmt::format(
+            "template '{}' has no /bin/bash, which the e2b SDK runs every command with "
+            "(/bin/bash -l -c); choose a template that has bash",
+            t.template_name));
+      }
     } else if (!request.wait_for_capacity) {
       return Status::Unavailable(fmt::format("no pool serves tier '{}'", TierName(t.tier)));
     }
@@ -808,6 +846,14 @@ Result<Task> ControlService::SetTimeout(const Team& team, const std::string& id,
   return updated;
 }
 
+Result<Task> ControlService::Pause(const Team& team, const std::string& id) {
+  return impl_->PauseOrResume(team, id, true, this);
+}
+
+Result<Task> ControlService::Resume(const Team& team, const std::string& id) {
+  return impl_->PauseOrResume(team, id, false, this);
+}
+
 Result<RoutingDecision> ControlService::Explain(const Team& team, const std::string& id) {
   HANGAR_TRY(Get(team, id).status());
   HANGAR_ASSIGN_OR_RETURN(auto d, impl_->opt.store->GetDecision(id));
@@ -821,7 +867,14 @@ Result<std::vector<StateChange>> ControlService::History(const Team& team, const
 }
 
 Result<std::pair<Node, Task>> ControlService::Locate(const Team& team, const std::string& id) {
-  HANGAR_ASSIGN_OR_RETURN(Task t, Get(team, id));
+  HANGAR_TRY(Get(team, id).status());
+  return LocateAny(id);
+}
+
+Result<std::pair<Node, Task>> ControlService::LocateAny(const std::string& id) {
+  HANGAR_ASSIGN_OR_RETURN(auto found, impl_->opt.store->GetTask(id));
+  if (!found) return Status::NotFound(fmt::format("sandbox '{}' not found", id));
+  const Task& t = *found;
   if (t.state != TaskState::kRunning) {
     return Status::FailedPrecondition(fmt::format("sandbox '{}' is {}{}", id,
                                                   TaskStateName(t.state),
@@ -867,6 +920,8 @@ Status ControlService::Heartbeat(const NodeReport& report) {
     s.nodes[n.id] = n;
     auto& known = s.templates_by_pool[n.pool];
     for (const auto& t : report.templates) known.insert(t);
+    auto& with_bash = s.bash_templates_by_pool[n.pool];
+    for (const auto& t : report.bash_templates) with_bash.insert(t);
     if (is_new || was_lost) {
       (void)s.opt.store->AppendEvent({.at_ms = s.NowMs(),
                                       .kind = is_new ? "node.registered" : "node.returned",

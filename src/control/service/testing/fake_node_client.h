@@ -89,8 +89,18 @@ class FakeNodeClient final : public NodeClient {
     return Report(node.id);
   }
   Status SetTimeout(const Node&, const std::string&, int64_t) override { return Status::Ok(); }
-  Status Pause(const Node&, const std::string&) override { return Status::Ok(); }
-  Status Resume(const Node&, const std::string&) override { return Status::Ok(); }
+  Status Pause(const Node& n, const std::string& id) override { return SetState(n, id, "paused"); }
+  Status Resume(const Node& n, const std::string& id) override {
+    return SetState(n, id, "running");
+  }
+  // The node's state of a sandbox ("" if it has none).
+  std::string StateOf(const std::string& node_id, const std::string& id) const {
+    std::lock_guard lk(mu_);
+    auto n = sandboxes_.find(node_id);
+    if (n == sandboxes_.end()) return "";
+    auto it = n->second.find(id);
+    return it == n->second.end() ? "" : it->second;
+  }
   Result<nlohmann::json> Usage(const Node&, const std::string&) override {
     return nlohmann::json::object();
   }
@@ -121,6 +131,15 @@ class FakeNodeClient final : public NodeClient {
   }
 
  private:
+  Status SetState(const Node& n, const std::string& id, const std::string& state) {
+    std::lock_guard lk(mu_);
+    auto& on = sandboxes_[n.id];
+    auto it = on.find(id);
+    if (it == on.end()) return Status::NotFound("sandbox '" + id + "' not on node " + n.id);
+    it->second = state;
+    return Status::Ok();
+  }
+
   mutable std::mutex mu_;
   std::map<std::string, std::map<std::string, std::string>> sandboxes_;
   std::map<std::string, Status> fail_;

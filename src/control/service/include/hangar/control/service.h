@@ -56,12 +56,16 @@ struct ControlOptions {
 struct CreateRequest {
   Task task;                      // request fields filled; state fields ignored
   bool wait_for_capacity = true;  // false: 503 + Retry-After instead of queueing
+  // Refuse (InvalidArgument) a template its pool's nodes report without /bin/bash: the e2b SDK
+  // runs every command through it.
+  bool require_bash = false;
 };
 
 // A node's heartbeat: who it is, what it can run, and what it runs now.
 struct NodeReport {
   Node node;  // id, pool, url, token, drivers, capacity, usage
   std::vector<std::string> templates;
+  std::vector<std::string> bash_templates;  // those whose rootfs has /bin/bash (the e2b SDK's shell)
   std::vector<NodeSandbox> sandboxes;
 };
 
@@ -94,6 +98,14 @@ class ControlService {
   Result<std::vector<StateChange>> History(const Team& team, const std::string& id);
   // Where a running task's sandbox is, for exec and files (FailedPrecondition unless running).
   Result<std::pair<Node, Task>> Locate(const Team& team, const std::string& id);
+  // Locate for callers that authenticate by other means than a team key (the e2b traffic proxy
+  // checks the sandbox's access token): any team's task.
+  Result<std::pair<Node, Task>> LocateAny(const std::string& id);
+  // Freezes every process of a running sandbox (the node's cgroup freezer or VM pause); its
+  // resources stay reserved and its timeout keeps running. Resume thaws it. FailedPrecondition
+  // from a state that cannot pause/resume; the node's error (e.g. unimplemented) otherwise.
+  Result<Task> Pause(const Team& team, const std::string& id);
+  Result<Task> Resume(const Team& team, const std::string& id);
   // The task's command output as NDJSON events ({"stream","data"(base64)} and a final
   // {"event":"exit"...}); "" if none yet.
   std::string LogPath(const std::string& task_id) const;

@@ -2,6 +2,9 @@
 // `user` (1000) accounts, the usual top-level directories — imported into a TemplateStore.
 // Shared by the ns driver's tests and envd's sandbox tests. Needs /bin/busybox (the
 // busybox-static package); callers skip when it is missing (HaveBusybox()). Test-only.
+// `host_programs` adds dynamically linked programs of this host (e.g. /usr/bin/bash for the e2b
+// SDK, /usr/bin/fio for I/O benchmarks) at the same paths, with the shared libraries `ldd` names
+// and a /bin/<name> link to each.
 // Thread safety: stateless.
 #pragma once
 
@@ -29,10 +32,41 @@ inline const std::vector<std::string>& BusyboxApplets() {
   return kApplets;
 }
 
+// Copies `program` (an absolute path on this host) and the libraries it loads into `root`.
+inline Status AddHostProgram(const std::string& root, const std::string& program) {
+  if (program.empty() || program[0] != '/') {
+    return Status::InvalidArgument("host program '" + program + "': want an absolute path");
+  }
+  HANGAR_ASSIGN_OR_RETURN(std::string libs, RunChecked({"ldd", program}));
+  std::vector<std::string> files = {program};
+  size_t at = 0;
+  while (at < libs.size()) {
+    size_t end = libs.find('\n', at);
+    if (end == std::string::npos) end = libs.size();
+    std::string line = libs.substr(at, end - at);
+    at = end + 1;
+    // "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "\t/lib64/ld-linux... (0x...)"
+    size_t slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    size_t stop = line.find(' ', slash);
+    files.push_back(line.substr(slash, stop == std::string::npos ? std::string::npos : stop - slash));
+  }
+  for (const std::string& f : files) {
+    std::string dst = root + f;
+    HANGAR_TRY(MakeDirs(dst.substr(0, dst.rfind('/'))));
+    HANGAR_TRY(RunChecked({"cp", "-L", f, dst}).status());
+  }
+  std::string link = root + "/bin/" + program.substr(program.rfind('/') + 1);
+  if (::access(link.c_str(), F_OK) != 0 && ::symlink(program.c_str(), link.c_str()) != 0) {
+    return Status::FromErrno(errno, "symlink(" + link + ")");
+  }
+  return Status::Ok();
+}
+
 // Builds the tree under <work_dir>/tmpl, packs it and imports it into `store` as `name`.
-inline Result<storage::TemplateInfo> ImportBusyboxTemplate(storage::TemplateStore& store,
-                                                           const std::string& work_dir,
-                                                           const std::string& name = "busybox") {
+inline Result<storage::TemplateInfo> ImportBusyboxTemplate(
+    storage::TemplateStore& store, const std::string& work_dir,
+    const std::string& name = "busybox", const std::vector<std::string>& host_programs = {}) {
   const std::string root = work_dir + "/tmpl";
   for (const char* d : {"/bin", "/etc", "/home/user", "/tmp", "/proc", "/dev", "/root"}) {
     HANGAR_TRY(MakeDirs(root + d));
@@ -44,6 +78,7 @@ inline Result<storage::TemplateInfo> ImportBusyboxTemplate(storage::TemplateStor
       return Status::FromErrno(errno, "symlink(" + link + ")");
     }
   }
+  for (const std::string& program : host_programs) HANGAR_TRY(AddHostProgram(root, program));
   HANGAR_TRY(WriteFile(root + "/etc/passwd",
                        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n"));
   HANGAR_TRY(WriteFile(root + "/etc/group", "root:x:0:\ntty:x:5:\nuser:x:1000:\n"));
