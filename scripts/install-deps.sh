@@ -52,3 +52,27 @@ if [[ $(id -u) -eq 0 ]]; then
 else
   echo "install-deps: not root; skipping scripts/fetch-guest-kernel.sh (microVM tier)" >&2
 fi
+
+# The stock e2b SDK for the E2B drop-in's end-to-end suite (tests/e2e), from the npm registry at
+# the version pinned in tests/e2e/package-lock.json, into tests/e2e/node_modules (git-ignored).
+# Idempotent: skipped while the installed tree matches the lock file. Needs Node.js >= 20.18
+# with npm (not Debian 12's nodejs 18, below the SDK's engines); without it the suite's ctest
+# fails saying so, and everything else is unaffected.
+e2e_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/e2e"
+if [[ -f "$e2e_dir/package-lock.json" ]]; then
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "install-deps: Node.js/npm not found; tests/e2e (e2b SDK) needs Node.js >= 20.18" >&2
+  elif ! node -e 'const [a,b]=process.versions.node.split(".").map(Number);process.exit(a>20||(a==20&&b>=18)?0:1)'; then
+    echo "install-deps: Node.js $(node --version) is below 20.18; tests/e2e (e2b SDK) needs >= 20.18" >&2
+  else
+    want_sum="$(sha256sum "$e2e_dir/package-lock.json" | cut -d' ' -f1)"
+    stamp="$e2e_dir/node_modules/.hangar-lock.sha256"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want_sum" ]]; then
+      echo "install-deps: tests/e2e npm packages present"
+    else
+      echo "install-deps: npm ci in tests/e2e (e2b SDK, pinned)"
+      npm ci --prefix "$e2e_dir" --no-audit --no-fund --loglevel=error
+      echo "$want_sum" >"$stamp"
+    fi
+  fi
+fi

@@ -1,5 +1,7 @@
 #include "hangar/api/client.h"
 
+#include <atomic>
+#include <mutex>
 #include <optional>
 
 #include <boost/asio/connect.hpp>
@@ -7,6 +9,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/basic_stream.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
@@ -51,6 +55,22 @@ Result<nlohmann::json> ClientResponse::Json() const {
 }
 
 struct HttpClient::Impl {
+  // What AbortHandle's function shares with the client: the flag every call checks, and (while
+  // the client lives) the client to post the socket's close to.
+  struct AbortState {
+    std::mutex mu;
+    std::atomic<bool> aborted{false};
+    Impl* impl = nullptr;
+  };
+
+  Impl() : abort(std::make_shared<AbortState>()) { abort->impl = this; }
+  ~Impl() {
+    std::lock_guard lock(abort->mu);
+    abort->impl = nullptr;
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
   std::string host;
   std::string port;
   std::string unix_path;  // set for "unix:/path" base URLs
@@ -60,11 +80,18 @@ struct HttpClient::Impl {
   asio::io_context ioc{1};
   std::optional<beast::basic_stream<Protocol>> stream;
   beast::flat_buffer buffer;
+  std::shared_ptr<AbortState> abort;
+  // Open(): the response whose body ReadBody() hands out, and what it was for (messages).
+  std::optional<http::response_parser<http::buffer_body>> body_parser;
+  bool close_after_body = false;  // the request was not sent whole: the connection is spent
+  std::string open_method;
+  std::string open_path;
 
   // Runs the asynchronous operation started by `start` to completion: the synchronous API on
   // top of Beast's timeouts, which only exist for asynchronous operations.
   template <typename Start>
   error_code Run(Start&& start) {
+    if (abort->aborted.load()) return asio::error::operation_aborted;
     error_code result;
     start([&result](error_code ec, auto&&...) { result = ec; });
     ioc.restart();
@@ -78,6 +105,7 @@ struct HttpClient::Impl {
 
   Status TransportError(std::string_view method, std::string_view path, const error_code& ec) {
     Disconnect();
+    if (abort->aborted.load()) return Status::Cancelled(Describe(method, path) + ": aborted");
     if (ec == beast::error::timeout) {
       return Status::DeadlineExceeded(Describe(method, path) + ": timed out after " +
                                       std::to_string(opts.timeout.count()) + " ms");
@@ -86,6 +114,8 @@ struct HttpClient::Impl {
   }
 
   void Disconnect() {
+    body_parser.reset();
+    close_after_body = false;
     if (!stream) return;
     error_code ignored;
     stream->socket().shutdown(Protocol::socket::shutdown_both, ignored);
@@ -111,6 +141,7 @@ struct HttpClient::Impl {
     ec = Run([&](auto handler) { stream->async_connect(endpoints, std::move(handler)); });
     if (ec) {
       stream.reset();
+      if (abort->aborted.load()) return Status::Cancelled("connect " + where + ": aborted");
       if (ec == beast::error::timeout) {
         return Status::DeadlineExceeded("connect " + where + ": timed out after " +
                                         std::to_string(opts.timeout.count()) + " ms");
@@ -122,10 +153,9 @@ struct HttpClient::Impl {
     return Status::Ok();
   }
 
-  http::request<http::string_body> BuildRequest(std::string_view method, std::string_view path,
-                                                std::string body,
-                                                const RequestOptions& options) const {
-    http::request<http::string_body> req;
+  template <typename Body>
+  void SetHeaders(http::request<Body>& req, std::string_view method, std::string_view path,
+                  const RequestOptions& options, bool has_body) const {
     req.method_string(method);
     req.target(path);
     req.version(11);
@@ -134,9 +164,17 @@ struct HttpClient::Impl {
     for (const auto& [k, v] : opts.headers) req.set(k, v);
     for (const auto& [k, v] : options.headers) req.set(k, v);
     // A streaming call's request type describes its (possibly empty) body framing too.
-    if (!options.content_type.empty() && (!body.empty() || method == "POST")) {
+    if (!options.content_type.empty() && (has_body || method == "POST")) {
       req.set(http::field::content_type, options.content_type);
     }
+  }
+
+  http::request<http::string_body> BuildRequest(std::string_view method, std::string_view path,
+                                                std::string body, const RequestOptions& options) {
+    // A response left half-read by Open() occupies the connection: drop it.
+    if (body_parser) Disconnect();
+    http::request<http::string_body> req;
+    SetHeaders(req, method, path, options, !body.empty());
     req.body() = std::move(body);
     req.prepare_payload();
     req.keep_alive(true);
@@ -170,6 +208,28 @@ struct HttpClient::Impl {
       if (!stale) return TransportError(method, path, ec);
       Disconnect();
     }
+  }
+
+  // Hands the response whose header `hp` holds to ReadBody().
+  ClientResponse BeginBody(std::string_view method, std::string_view path,
+                           http::response_parser<http::empty_body>& hp) {
+    ClientResponse res;
+    res.status = static_cast<int>(hp.get().result_int());
+    for (const auto& field : hp.get()) res.headers.emplace_back(field.name_string(), field.value());
+    body_parser.emplace(std::move(hp));
+    body_parser->body_limit(boost::none);
+    open_method = std::string(method);
+    open_path = std::string(path);
+    return res;
+  }
+
+  // Posted by an abort: runs on the client's thread, inside Run(), so the socket is not in use
+  // by anything but the operation it fails.
+  void CloseForAbort() {
+    if (!stream) return;
+    error_code ignored;
+    stream->socket().cancel(ignored);
+    stream->socket().close(ignored);
   }
 };
 
@@ -339,6 +399,137 @@ Status HttpClient::Stream(std::string_view method, std::string_view path, std::s
   }
   if (!parser.get().keep_alive()) d.Disconnect();
   return Status::Ok();
+}
+
+Result<ClientResponse> HttpClient::Open(std::string_view method, std::string_view path,
+                                        std::string body, const RequestOptions& options) {
+  Impl& d = *impl_;
+  Clock::time_point deadline = Clock::now() + d.opts.timeout;
+  http::request<http::string_body> req = d.BuildRequest(method, path, std::move(body), options);
+  std::optional<http::response_parser<http::empty_body>> hp;
+  HANGAR_TRY(d.SendAndReadHeader(method, path, req, hp, deadline));
+  return d.BeginBody(method, path, *hp);
+}
+
+Result<ClientResponse> HttpClient::Open(std::string_view method, std::string_view path,
+                                        const BodyReader& body, std::optional<uint64_t> body_length,
+                                        const RequestOptions& options) {
+  Impl& d = *impl_;
+  d.Disconnect();  // a body read from `body` cannot be sent again: never risk a stale connection
+  HANGAR_TRY(d.Connect(Clock::now() + d.opts.timeout));
+  http::request<http::empty_body> req;
+  d.SetHeaders(req, method, path, options, true);
+  if (body_length) {
+    req.content_length(*body_length);
+  } else {
+    req.chunked(true);
+  }
+  req.keep_alive(true);
+  http::request_serializer<http::empty_body> sr(req);
+  d.stream->expires_after(d.opts.timeout);
+  error_code write_ec =
+      d.Run([&](auto handler) { http::async_write_header(*d.stream, sr, std::move(handler)); });
+  std::string piece(64 * 1024, '\0');
+  uint64_t sent = 0;
+  bool chunked = !body_length.has_value();
+  while (!write_ec) {
+    Result<size_t> n = body(piece.data(), piece.size());
+    if (!n.ok()) {
+      d.Disconnect();
+      return n.status();
+    }
+    if (*n == 0) break;
+    if (body_length && sent + *n > *body_length) {
+      d.Disconnect();
+      return Status::InvalidArgument(d.Describe(method, path) + ": the body is longer than its " +
+                                     std::to_string(*body_length) + " bytes");
+    }
+    sent += *n;
+    char size_line[24];
+    int size_len = std::snprintf(size_line, sizeof(size_line), "%zx\r\n", *n);
+    std::vector<asio::const_buffer> buffers;
+    if (chunked) buffers.emplace_back(size_line, static_cast<size_t>(size_len));
+    buffers.emplace_back(piece.data(), *n);
+    if (chunked) buffers.emplace_back(asio::buffer("\r\n", 2));
+    d.stream->expires_after(d.opts.timeout);
+    write_ec =
+        d.Run([&](auto handler) { asio::async_write(*d.stream, buffers, std::move(handler)); });
+  }
+  if (!write_ec) {
+    if (body_length && sent != *body_length) {
+      d.Disconnect();
+      return Status::InvalidArgument(d.Describe(method, path) + ": the body ended after " +
+                                     std::to_string(sent) + " of its " +
+                                     std::to_string(*body_length) + " bytes");
+    }
+    if (chunked) {
+      d.stream->expires_after(d.opts.timeout);
+      write_ec = d.Run([&](auto handler) {
+        asio::async_write(*d.stream, asio::buffer("0\r\n\r\n", 5), std::move(handler));
+      });
+    }
+  }
+  if (write_ec && d.abort->aborted.load()) return d.TransportError(method, path, write_ec);
+  // Even when the send failed, the server may have answered first (413, 401) and closed: read
+  // what it said.
+  std::optional<http::response_parser<http::empty_body>> hp;
+  hp.emplace();
+  if (method == "HEAD") hp->skip(true);
+  d.stream->expires_after(d.opts.timeout);
+  error_code ec = d.Run(
+      [&](auto handler) { http::async_read_header(*d.stream, d.buffer, *hp, std::move(handler)); });
+  if (ec) return d.TransportError(method, path, write_ec ? write_ec : ec);
+  ClientResponse res = d.BeginBody(method, path, *hp);
+  d.close_after_body = static_cast<bool>(write_ec);
+  return res;
+}
+
+Result<size_t> HttpClient::ReadBody(char* buffer, size_t size,
+                                    std::chrono::milliseconds idle_timeout) {
+  Impl& d = *impl_;
+  if (!d.body_parser) return Status::FailedPrecondition("ReadBody: no response is open");
+  if (size == 0) return Status::InvalidArgument("ReadBody: empty buffer");
+  std::string method = d.open_method;
+  std::string path = d.open_path;
+  while (!d.body_parser->is_done()) {
+    auto& parser = *d.body_parser;
+    parser.get().body().data = buffer;
+    parser.get().body().size = size;
+    if (idle_timeout.count() > 0) {
+      d.stream->expires_after(idle_timeout);
+    } else {
+      d.stream->expires_never();
+    }
+    error_code ec = d.Run([&](auto handler) {
+      http::async_read_some(*d.stream, d.buffer, parser, std::move(handler));
+    });
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      if (ec == beast::error::timeout && !d.abort->aborted.load()) {
+        d.Disconnect();
+        return Status::DeadlineExceeded(d.Describe(method, path) + ": no data for " +
+                                        std::to_string(idle_timeout.count()) + " ms");
+      }
+      return d.TransportError(method, path, ec);
+    }
+    size_t n = size - parser.get().body().size;
+    if (n > 0) return n;
+  }
+  bool keep = d.body_parser->get().keep_alive() && !d.close_after_body;
+  d.body_parser.reset();
+  if (!keep) d.Disconnect();
+  return size_t{0};
+}
+
+std::function<void()> HttpClient::AbortHandle() {
+  std::shared_ptr<Impl::AbortState> state = impl_->abort;
+  return [state] {
+    std::lock_guard lock(state->mu);
+    if (state->aborted.exchange(true)) return;
+    if (state->impl == nullptr) return;
+    Impl* impl = state->impl;
+    asio::post(impl->ioc, [impl] { impl->CloseForAbort(); });
+  };
 }
 
 void HttpClient::Disconnect() { impl_->Disconnect(); }

@@ -9,6 +9,8 @@
 #include "hangar/control/api.h"
 #include "hangar/control/service.h"
 #include "hangar/control/store.h"
+#include "hangar/e2b/lifecycle.h"
+#include "hangar/e2b/proxy.h"
 
 namespace hangar::daemon {
 
@@ -49,6 +51,13 @@ void AddControlOptions(ConfigSchema& s) {
          .help = "active sandboxes the bootstrap team may hold at once",
          .min = 1,
          .max = 100000});
+  s.Add({.key = "e2b.default_template",
+         .default_value = "base",
+         .help = "the template an e2b SDK create gets for templateID 'base' (the SDK's default)"});
+  s.Add({.key = "e2b.token_secret",
+         .default_value = "",
+         .help = "key of the sandboxes' envd access tokens (HMAC); default: random, kept in "
+                 "<data_dir>/e2b.secret"});
   s.Add({.key = "control.overcommit_cpu_percent",
          .type = OptionType::kInt,
          .default_value = "100",
@@ -82,7 +91,8 @@ Result<std::string> LoadOrCreateSecret(const std::string& path, const std::strin
 }  // namespace
 
 struct ControlRole::State {
-  std::string admin_token, join_token;
+  std::string admin_token, join_token, e2b_secret, e2b_default_template;
+  Clock* clock = nullptr;
   std::unique_ptr<control::Store> store;
   std::unique_ptr<control::NodeClient> nodes;
   std::unique_ptr<control::ControlService> service;
@@ -110,6 +120,14 @@ Result<std::unique_ptr<ControlRole>> ControlRole::Start(const Config& config,
   HANGAR_ASSIGN_OR_RETURN(
       s->join_token,
       LoadOrCreateSecret(data_dir + "/join.token", config.GetString("control.join_token")));
+  HANGAR_ASSIGN_OR_RETURN(
+      s->e2b_secret,
+      LoadOrCreateSecret(data_dir + "/e2b.secret", config.GetString("e2b.token_secret")));
+  if (s->e2b_secret.size() < 32) {
+    return Status::InvalidArgument("e2b.token_secret: want at least 32 characters");
+  }
+  s->e2b_default_template = config.GetString("e2b.default_template");
+  s->clock = &clock;
   HANGAR_ASSIGN_OR_RETURN(s->store, control::OpenSqliteStore(db));
   s->nodes = control::NewHttpNodeClient();
 
@@ -147,9 +165,16 @@ Result<std::unique_ptr<ControlRole>> ControlRole::Start(const Config& config,
 }
 
 Status ControlRole::AddRoutes(api::Router& router) {
-  return control::AddControlRoutes(
+  HANGAR_TRY(control::AddControlRoutes(
       router,
-      {.service = s_->service.get(), .admin_token = s_->admin_token, .join_token = s_->join_token});
+      {.service = s_->service.get(), .admin_token = s_->admin_token, .join_token = s_->join_token}));
+  // The e2b SDK's two URLs (E2B_API_URL, E2B_SANDBOX_URL) are both this server.
+  HANGAR_TRY(e2b::AddLifecycleRoutes(router, {.service = s_->service.get(),
+                                              .clock = s_->clock,
+                                              .token_secret = s_->e2b_secret,
+                                              .default_template = s_->e2b_default_template}));
+  return e2b::AddSandboxTrafficRoutes(
+      router, {.resolve = e2b::TrafficResolver(s_->service.get(), s_->e2b_secret)});
 }
 
 }  // namespace hangar::daemon

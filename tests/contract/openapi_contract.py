@@ -8,8 +8,8 @@ well-formed (every $ref resolves, every operation documents an error response).
   openapi_contract.py HANGARD_BIN SPEC_PATH
 
 Starts its own hangard on 127.0.0.1 (port 0) with a temporary data directory, and stops it.
-As root: the embedded role with a busybox template (imported with hangar_it_template, built next
-to hangard) — real sandboxes are created, exec'd into, written, read, logged and killed, and the
+As root: the embedded role with a busybox + bash template (imported with hangar_it_template,
+built next to hangard) — real sandboxes are created, exec'd into, written, read, logged and killed, and the
 node API is exercised. Not root: the control role only — creates stay pending (no node), and
 list/get/kill/route/history/timeout/admin/heartbeat still answer as documented.
 Ends with the line 'N passed, M failed'.
@@ -240,6 +240,67 @@ def read_token(path):
         return f.read().strip()
 
 
+def e2b_cases(c, data_dir, embedded):
+    """The E2B compatibility routes: the lifecycle API and, with a node, the traffic proxy."""
+    key = read_token(os.path.join(data_dir, "api.key"))
+    e2b = {"X-API-Key": key}
+    c.check("GET", "/v2/sandboxes", want=401, headers={"X-API-Key": "hgk_" + "0" * 48})
+    c.check("POST", "/v2/sandboxes", b'{"templateID": ', want=400, headers=e2b)
+    c.check("POST", "/v2/sandboxes", {"templateID": "base", "allow_internet_access": True},
+            want=400, headers=e2b)
+    c.check("GET", "/v2/sandboxes?state=dead", want=400, headers=e2b)
+    c.check("GET", "/sandboxes", want=200, headers=e2b)
+    if not embedded:
+        # No node: the sandbox cannot start, so it is killed and the create answered 503.
+        c.check("POST", "/v2/sandboxes", {"templateID": "base", "timeout": 60}, want=503,
+                headers=e2b)
+        return
+    for path in ("/sandboxes", "/v2/sandboxes"):
+        _, sb = c.check("POST", path, {"templateID": "base", "timeout": 60,
+                                       "metadata": {"suite": "contract"}}, want=201, headers=e2b)
+        if not isinstance(sb, dict):
+            return
+        sid, token = sb["sandboxID"], sb["envdAccessToken"]
+        c.expect(token and sb["envdVersion"], f"{path}: envdAccessToken and envdVersion")
+        c.check("DELETE", f"/sandboxes/{sid}", want=204, headers=e2b)
+    _, sb = c.check("POST", "/v2/sandboxes", {"templateID": "base", "timeout": 60,
+                                              "metadata": {"suite": "contract"}},
+                    want=201, headers=e2b)
+    sid, token = sb["sandboxID"], sb["envdAccessToken"]
+    c.check("GET", "/v2/sandboxes?metadata=suite%3Dcontract&state=running&limit=1", want=200,
+            headers=e2b)
+    c.check("GET", f"/sandboxes/{sid}", want=200, headers=e2b)
+    c.check("GET", "/sandboxes/sbnosuch", want=404, headers=e2b)
+    c.check("POST", f"/sandboxes/{sid}/timeout", {"timeout": 120}, want=204, headers=e2b)
+    c.check("POST", f"/sandboxes/{sid}/timeout", {}, want=400, headers=e2b)
+    c.check("POST", f"/sandboxes/{sid}/refreshes", {"duration": 30}, want=204, headers=e2b)
+    c.check("POST", f"/sandboxes/{sid}/pause", want=204, headers=e2b)
+    c.check("POST", f"/sandboxes/{sid}/pause", want=409, headers=e2b)
+    c.check("POST", f"/sandboxes/{sid}/resume", {}, want=201, headers=e2b)
+    c.check("POST", f"/v2/sandboxes/{sid}/connect", {"timeout": 60}, want=200, headers=e2b)
+    c.check("POST", f"/sandboxes/{sid}/connect", {}, want=200, headers=e2b)
+    c.check("GET", f"/sandboxes/{sid}/metrics", want=400, headers=e2b)
+    c.check("GET", f"/sandboxes/{sid}/logs", want=400, headers=e2b)
+    c.check("POST", f"/sandboxes/{sid}/snapshots", {}, want=400, headers=e2b)
+    c.check("POST", f"/sandboxes/{sid}/fork", {}, want=400, headers=e2b)
+    c.check("PUT", f"/sandboxes/{sid}/network", {}, want=400, headers=e2b)
+    # Traffic, as the SDK sends it.
+    to = {"E2b-Sandbox-Id": sid, "E2b-Sandbox-Port": "49983", "X-Access-Token": token}
+    c.check("GET", "/health", want=204, headers={"E2b-Sandbox-Id": sid})
+    c.check("GET", "/health", want=502, headers={"E2b-Sandbox-Id": "sbnosuch"})
+    c.check("POST", "/process.Process/List", {}, want=200, headers=to)
+    c.check("POST", "/process.Process/List", {}, want=401,
+            headers=dict(to, **{"X-Access-Token": "wrong"}))
+    c.check("POST", "/filesystem.Filesystem/Stat", {"path": "/tmp"}, want=200, headers=to)
+    c.check("POST", "/files?path=/tmp/contract.txt", b"hello", want=200, headers=to,
+            content_type="application/octet-stream")
+    _, got = c.check("GET", "/files?path=/tmp/contract.txt", want=200, headers=to)
+    c.expect(got == b"hello", "a file written through the e2b proxy reads back the same")
+    c.check("DELETE", f"/sandboxes/{sid}", want=204, headers=e2b)
+    c.check("DELETE", f"/sandboxes/{sid}", want=404, headers=e2b)
+    c.check("POST", "/process.Process/List", {}, want=502, headers=to)
+
+
 def fleet_cases(c, data_dir, embedded):
     """The /v1, /v1/admin and /internal/v1 routes, in a sequence that builds what it needs."""
     key = read_token(os.path.join(data_dir, "api.key"))
@@ -410,7 +471,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="hangar-contract-") as tmp:
         data_dir = os.path.join(tmp, "data")
         if embedded:
-            subprocess.run([template_tool, data_dir, "base"], check=True)
+            # bash too: the e2b routes refuse a template without it.
+            subprocess.run([template_tool, data_dir, "base", "--host-program", "/usr/bin/bash"],
+                           check=True)
         proc = subprocess.Popen(
             [hangard, "--role", "embedded" if embedded else "control", "--listen", "127.0.0.1:0",
              "--data-dir", data_dir, "--http-access-log", "false", "--node-base-template", "",
@@ -443,6 +506,7 @@ def main():
                 for method, path, body, want in UNAUTHENTICATED_CASES:
                     c.check(method, path, body, want)
             fleet_cases(c, data_dir, embedded)
+            e2b_cases(c, data_dir, embedded)
             if embedded:
                 deadline = time.time() + 15
                 while time.time() < deadline:
@@ -452,9 +516,12 @@ def main():
                     time.sleep(0.2)
                 c.expect(st == 200 and not json.loads(raw)["sandboxes"],
                          "no sandbox left on the node")
-            # Every /v1, /v1/admin and /internal/v1 operation of the spec was exercised.
+            # Every /v1, /v1/admin and /internal/v1 operation of the spec was exercised, and with
+            # a node every e2b one.
+            e2b_paths = ("/sandboxes", "/v2/", "/process.", "/filesystem.", "/files", "/health")
             for template, item in spec["paths"].items():
-                if not template.startswith(("/v1/", "/internal/")):
+                if not template.startswith(("/v1/", "/internal/") +
+                                           (e2b_paths if embedded else ())):
                     continue
                 for method in item:
                     if method in ("get", "put", "post", "delete") and \

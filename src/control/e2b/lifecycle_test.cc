@@ -207,6 +207,9 @@ TEST_F(LifecycleTest, SecureFalseIssuesNoTokenAndTheResolverKnows) {
   ASSERT_TRUE(locked.ok());
   EXPECT_EQ(locked->access_token, sec["envdAccessToken"]);
   EXPECT_EQ(resolve("nosuchsandbox0000000").status().code(), Code::kNotFound);
+  // An ended sandbox is not found either (the proxy answers E2B's 502 "not found" for both).
+  ASSERT_EQ(Call("DELETE", "/sandboxes/" + sec["sandboxID"].get<std::string>()).status, 204);
+  EXPECT_EQ(resolve(sec["sandboxID"].get<std::string>()).status().code(), Code::kNotFound);
 }
 
 TEST_F(LifecycleTest, BadCreatesAreRefusedAndCreateNothing) {
@@ -352,8 +355,8 @@ TEST_F(LifecycleTest, PauseConnectResume) {
   EXPECT_EQ(nodes_.StateOf("n1", id), "paused");
   EXPECT_EQ(Json(Call("GET", "/sandboxes/" + id))["state"], "paused");
   ExpectError(Call("POST", "/sandboxes/" + id + "/pause"), 409, "already paused");
-  // A paused sandbox takes no traffic.
-  EXPECT_FALSE(TrafficResolver(svc_.get(), kSecret)(id).ok());
+  // A paused sandbox takes no traffic (and is not "not found").
+  EXPECT_EQ(TrafficResolver(svc_.get(), kSecret)(id).status().code(), Code::kFailedPrecondition);
   // connect resumes it (201) and answers as create does.
   auto c = Call("POST", "/v2/sandboxes/" + id + "/connect", {{"timeout", 600}});
   ASSERT_EQ(c.status, 201) << c.body;

@@ -868,13 +868,21 @@ Result<std::vector<StateChange>> ControlService::History(const Team& team, const
 
 Result<std::pair<Node, Task>> ControlService::Locate(const Team& team, const std::string& id) {
   HANGAR_TRY(Get(team, id).status());
-  return LocateAny(id);
+  auto where = LocateAny(id);
+  if (where.status().code() == Code::kNotFound) {  // it exists: it has ended
+    return Status::FailedPrecondition(where.status().message());
+  }
+  return where;
 }
 
 Result<std::pair<Node, Task>> ControlService::LocateAny(const std::string& id) {
   HANGAR_ASSIGN_OR_RETURN(auto found, impl_->opt.store->GetTask(id));
   if (!found) return Status::NotFound(fmt::format("sandbox '{}' not found", id));
   const Task& t = *found;
+  if (IsTerminal(t.state)) {
+    return Status::NotFound(fmt::format("sandbox '{}' is {}{}", id, TaskStateName(t.state),
+                                        t.reason.empty() ? "" : " (" + t.reason + ")"));
+  }
   if (t.state != TaskState::kRunning) {
     return Status::FailedPrecondition(fmt::format("sandbox '{}' is {}{}", id,
                                                   TaskStateName(t.state),

@@ -16,14 +16,21 @@
 // any byte of the response arrived (the server closed it while idle) is retried once on a new
 // connection: the server closes only idle connections, so the request was not processed.
 //
-// Thread safety: none; use one client per thread (they are cheap). Plain HTTP only, over TCP or
-// a Unix socket (no TLS).
+// Open() + ReadBody() are the two halves of a call whose response is consumed as it arrives
+// (what a proxy needs): Open sends the request — its body from memory or from a BodyReader, so
+// an upload need not be held whole — and returns the status and headers of any response;
+// ReadBody then hands out the body piece by piece.
+//
+// Thread safety: none; use one client per thread (they are cheap) — except AbortHandle(), whose
+// result may be called from any thread at any time, even after the client is gone. Plain HTTP
+// only, over TCP or a Unix socket (no TLS).
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -64,6 +71,10 @@ struct ClientResponse {
   Result<nlohmann::json> Json() const;                   // the body parsed
 };
 
+// Produces an upload's body: fills `buffer` with up to `size` bytes and returns how many; 0 at
+// the end of the body; an error stops the call (the connection is closed) and is returned.
+using BodyReader = std::function<Result<size_t>(char* buffer, size_t size)>;
+
 class HttpClient {
  public:
   // base_url: "http://host:port" or "host:port" (port defaults to 80), or "unix:/path/to.sock"
@@ -101,6 +112,36 @@ class HttpClient {
   Status Stream(std::string_view method, std::string_view path, std::string body,
                 const RequestOptions& options, const DataCallback& on_data,
                 std::chrono::milliseconds idle_timeout = std::chrono::milliseconds(0));
+
+  // The first half of a streamed call: sends the request and reads the response's status line
+  // and header, whatever the status; the returned body is empty. ClientOptions::timeout bounds
+  // the whole (the connect, the send, the wait for the header). Until ReadBody() has returned 0
+  // or an error, the connection belongs to this response: the next call on this client drops it
+  // (closes the connection) first.
+  Result<ClientResponse> Open(std::string_view method, std::string_view path, std::string body,
+                              const RequestOptions& options);
+  // Open() with the body produced by `body` as it is sent: with Content-Length `body_length`
+  // when given (the reader must then produce exactly that many bytes — a short body is
+  // invalid_argument), else with chunked transfer encoding. Such a call always uses a new
+  // connection (a body that was read cannot be sent again), and ClientOptions::timeout bounds
+  // the connect, each piece's write and the wait for the response header separately. If the
+  // server answers before it has read the whole body (e.g. 413), that answer is returned.
+  Result<ClientResponse> Open(std::string_view method, std::string_view path,
+                              const BodyReader& body, std::optional<uint64_t> body_length,
+                              const RequestOptions& options);
+  // The next piece of the opened response's body, at most `size` bytes into `buffer`: 0 once the
+  // body is complete (the connection is then reusable if the server keeps it alive).
+  // idle_timeout bounds the wait for each piece (0: no bound). Errors: failed_precondition with
+  // no response open; deadline_exceeded; unavailable when the connection fails or the body is
+  // truncated; cancelled after an abort.
+  Result<size_t> ReadBody(char* buffer, size_t size,
+                          std::chrono::milliseconds idle_timeout = std::chrono::milliseconds(0));
+
+  // A function that aborts this client's call in flight from any thread (e.g. a stream's
+  // OnCancel callback): the call's socket is closed, the blocked Open/ReadBody/Send returns
+  // cancelled at once, and every later call on this client returns cancelled too. Calling it
+  // never blocks, may happen any number of times and is harmless once the client is destroyed.
+  std::function<void()> AbortHandle();
 
   // Closes the kept-alive connection.
   void Disconnect();

@@ -99,7 +99,8 @@ class ControlService {
   // Where a running task's sandbox is, for exec and files (FailedPrecondition unless running).
   Result<std::pair<Node, Task>> Locate(const Team& team, const std::string& id);
   // Locate for callers that authenticate by other means than a team key (the e2b traffic proxy
-  // checks the sandbox's access token): any team's task.
+  // checks the sandbox's access token): any team's task; NotFound once it has ended,
+  // FailedPrecondition while it is not running (pending, starting, paused).
   Result<std::pair<Node, Task>> LocateAny(const std::string& id);
   // Freezes every process of a running sandbox (the node's cgroup freezer or VM pause); its
   // resources stay reserved and its timeout keeps running. Resume thaws it. FailedPrecondition
