@@ -14,6 +14,8 @@
 //   PROBE_MODE   battery (PROBE_GROUPS selects groups) | marker | neighbour | forkbomb |
 //                membomb | diskfill | consolefill | exec (PROBE_EXEC as uid 1000) | tty | idle
 //   PROBE_*      per-mode parameters (see each mode)
+//   PROBE_EXIT=1 end after {"done":true} instead of serving (for runs as a command through
+//                envd, in the tiers whose init is envd: there is no descriptor 3 to serve on)
 // After its probes a mode prints {"done":true} and serves on fd 3 (the envd socket the node
 // made) so the test can check that the sandbox still answers: "ping" → "pong", "fork" → a
 // child is created and reaped ("fork ok" or "fork errno=EAGAIN").
@@ -648,10 +650,12 @@ void ProbeDenyList() {
                    name == "fsopen" || name == "fspick" || name == "fsmount")) {
       ::close(static_cast<int>(rc));
     }
-    // The same call through the x32 ABI: the filter kills the process.
+    // The same call through the x32 ABI: the filter kills the process. Where nothing kills
+    // it, the exit code says what the call did: 0 = ENOSYS (no such ABI), 1 = another error,
+    // 2 = it succeeded.
     InChild("x32:" + name, [nr] {
-      ::syscall(nr | 0x40000000L, 0, 0, 0, 0, 0, 0);
-      return 0;
+      long r = ::syscall(nr | 0x40000000L, 0, 0, 0, 0, 0, 0);
+      return r >= 0 ? 2 : errno == ENOSYS ? 0 : 1;
     });
   }
   InChild("x32:getpid", [] {
@@ -849,6 +853,13 @@ void ProbeTty(const std::string& prefix) {
   ::ioctl(m, TIOCSPTLCK, &unlock);
   int s = ::ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
   if (s < 0) {
+    // Kernels without TIOCGPTPEER (gVisor's sentry): the slave by its number.
+    unsigned int n = 0;
+    if (::ioctl(m, TIOCGPTN, &n) == 0) {
+      s = ::open(("/dev/pts/" + std::to_string(n)).c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC);
+    }
+  }
+  if (s < 0) {
     Report(prefix + "tty:pts", -1, errno);
     ::close(m);
     return;
@@ -951,6 +962,9 @@ void ProbeNetwork() {
     ifreq down = ifr;
     down.ifr_flags = static_cast<short>(down.ifr_flags & ~IFF_UP);
     Try("net:set_lo_down", [&] { return static_cast<long>(::ioctl(s, SIOCSIFFLAGS, &down)); });
+    // Where it went through (root of a microVM guest owns its interfaces), put it back: the
+    // probes below use the loopback, and a connect over a downed lo hangs.
+    (void)::ioctl(s, SIOCSIFFLAGS, &ifr);
   }
   if (s >= 0) ::close(s);
   // Control: the sandbox's own loopback works (a listener inside, reached from inside).
@@ -996,6 +1010,14 @@ void ProbeNetwork() {
     Try("connect:host_abstract_unix",
         [&] { return static_cast<long>(::connect(fd, reinterpret_cast<sockaddr*>(&a), len)); });
     ::close(fd);
+  }
+  // PROBE_CONNECT: more TCP targets, "addr:port,..." — the host as other tiers see it (a
+  // microVM guest reaches its host, if at all, through the VMM's gateway address).
+  for (const std::string& t : Split(Env("PROBE_CONNECT"), ',')) {
+    size_t c = t.rfind(':');
+    if (c == std::string::npos) continue;
+    TryConnect("connect:to:" + t, t.substr(0, c),
+               static_cast<uint16_t>(std::atoi(t.c_str() + c + 1)), SOCK_STREAM);
   }
   // SysV IPC belongs to the IPC namespace: a host segment's key finds nothing.
   std::string key = Env("PROBE_HOST_SHM_KEY");
