@@ -194,6 +194,8 @@ Result<std::unique_ptr<BenchNode>> BenchNode::Open(BenchNodeOptions options) {
   d.warm_pool = n->o_.warm_pool;
   d.default_write_bps = n->o_.default_write_bps;
   d.default_write_iops = n->o_.default_write_iops;
+  if (n->o_.netns_pool >= 0) d.netns_pool = static_cast<size_t>(n->o_.netns_pool);
+  if (n->o_.userns_pool >= 0) d.userns_pool = static_cast<size_t>(n->o_.userns_pool);
   HANGAR_ASSIGN_OR_RETURN(n->driver_, node::NewNsDriver(d));
   return n;
 }

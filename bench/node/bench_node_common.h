@@ -77,6 +77,9 @@ struct BenchNodeOptions {
   node::WarmPoolOptions warm_pool;  // the driver's pre-started sandboxes (off by default)
   int64_t default_write_bps = 0;    // the driver's node default I/O limits
   int64_t default_write_iops = 0;
+  // The driver's namespace pool (NsDriverOptions::netns_pool / userns_pool); -1: its default.
+  int netns_pool = -1;
+  int userns_pool = -1;
 };
 
 // What is left of a BenchNode's resources (all zero after a clean teardown).

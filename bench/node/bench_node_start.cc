@@ -1,7 +1,7 @@
 // bench_node_start: how fast a shared-tier sandbox starts, against its peers, in one run.
 //
 //   bench_node_start [--iterations N] [--warmup N] [--pooled N] [--envd PATH | --no-envd]
-//                    [--no-phases]
+//                    [--no-phases] [--netns-pool N] [--userns-pool N]
 //
 // Peers and Hangar run interleaved (one of each per round, in rotating order) so the machine's
 // load drifts over all of them alike; ratios are the figures to compare. The peers are started
@@ -20,8 +20,13 @@
 //   hangar cold+envd  Create with envd as init (returns once envd answers /health) + the first
 //                  command (/usr/bin/true) through hangar::envd::Client → exited
 // Then:
+//                  (--netns-pool / --userns-pool: the driver's namespace pool sizes, default
+//                  4 and 2; each round also waits, untimed, until that pool is full)
 //   phases         every building block of NsDriver::Start alone, in its order, through the
-//                  public APIs (the child checklist through contain.h, as the driver does)
+//                  public APIs: CLONE_VM user-namespace helper, pre-mounted pool disk, spawner
+//                  mount namespace, CLONE_VM|CLONE_VFORK child running contain.h's checklist
+//                  as the driver does, split by timestamps the child takes; rounds rotate over
+//                  cgroup join via `tasks`/cgroup.procs x pre-made netns/CLONE_NEWNET
 //   pooled         sandboxes made ahead (envd up): claim → first command exited through envd,
 //                  beside a fork+exec sample each
 // Exit 0 unless something failed (timings are reported, never asserted).
@@ -56,7 +61,8 @@
 #include <nlohmann/json.hpp>
 
 #include "bench_node_common.h"
-#include "contain.h"  // the sandbox child's checklist, timed as the driver runs it
+#include "contain.h"    // the sandbox child's checklist, timed as the driver runs it
+#include "file_util.h"  // WriteFileReplace: state files as the driver writes them (no fsync)
 #include "hangar/base/child.h"
 #include "hangar/base/fd.h"
 #include "hangar/base/log.h"
@@ -79,6 +85,8 @@ struct Flags {
   bool phases = true;
   bool use_envd = true;
   std::string envd_path;  // default: envd next to this binary
+  int netns_pool = -1;    // -1: the driver's default (4)
+  int userns_pool = 2;    // the driver's default is 0 (opt-in)
 };
 
 std::optional<Flags> ParseFlags(int argc, char** argv) {
@@ -103,6 +111,10 @@ std::optional<Flags> ParseFlags(int argc, char** argv) {
       f.use_envd = false;
     else if (a == "--envd" && i + 1 < argc)
       f.envd_path = argv[++i];
+    else if (a == "--netns-pool")
+      ok = num(f.netns_pool, 0);
+    else if (a == "--userns-pool")
+      ok = num(f.userns_pool, 0);
     else
       ok = false;
     if (!ok) return std::nullopt;
@@ -249,31 +261,29 @@ class PeerHelper {
 // --- the building blocks of NsDriver::Start, one by one
 // ---------------------------------------------
 
-long Clone3(uint64_t flags, int* pidfd) {
-  clone_args args{};
-  args.flags = flags | (pidfd ? CLONE_PIDFD : 0);
-  args.pidfd = reinterpret_cast<uint64_t>(pidfd);
-  args.exit_signal = SIGCHLD;
-  return ::syscall(SYS_clone3, &args, sizeof args);
-}
-
-// As the driver's helper: a child in a new user namespace, mapped, held by an fd.
+// As the driver's helper: a CLONE_VM child (small stack, no copy of this process's page tables)
+// in a new user namespace, mapped, held by an fd; then SIGKILLed and reaped.
 Result<UniqueFd> MakeUserNamespace(const node::IdRange& range) {
-  HANGAR_ASSIGN_OR_RETURN(Pipe sync, MakePipe());
-  long pid = Clone3(CLONE_NEWUSER, nullptr);
-  if (pid < 0) return Status::FromErrno(errno, "clone3(CLONE_NEWUSER)");
-  if (pid == 0) {
-    char c;
-    sync.write.Reset();
-    while (::read(sync.read.get(), &c, 1) < 0 && errno == EINTR) {
-    }
-    ::_exit(0);
+  constexpr size_t kStack = 64 * 1024;
+  std::vector<char> stack(kStack);
+  pid_t pid;
+  {
+    sigset_t all, old;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid = ::clone(
+        [](void*) -> int {
+          for (;;) ::pause();
+        },
+        stack.data() + kStack, CLONE_NEWUSER | CLONE_VM | SIGCHLD, nullptr);
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   }
-  Child holder = Child::Adopt(static_cast<pid_t>(pid));
-  sync.read.Reset();
-  HANGAR_TRY(node::WriteIdMaps(static_cast<pid_t>(pid), range, node::SetgroupsPolicy::kAllow));
-  auto fd = OpenFile(fmt::format("/proc/{}/ns/user", pid), O_RDONLY);
-  sync.write.Reset();
+  if (pid < 0) return Status::FromErrno(errno, "clone(CLONE_NEWUSER|CLONE_VM)");
+  Child holder = Child::Adopt(pid);
+  Status maps = node::WriteIdMaps(pid, range, node::SetgroupsPolicy::kAllow);
+  Result<UniqueFd> fd =
+      maps.ok() ? OpenFile(fmt::format("/proc/{}/ns/user", pid), O_RDONLY) : Result<UniqueFd>(maps);
+  (void)holder.Signal(SIGKILL);
   (void)holder.Wait();
   return fd;
 }
@@ -312,21 +322,37 @@ Result<UniqueFd> ListenUnix(const std::string& path) {
   return sock;
 }
 
+// Today's building blocks of NsDriver::Start, in its order (the sandbox child's checklist
+// through contain.h, timed inside the child). Phase 9 is split by the child's own timestamps.
 constexpr const char* kPhaseNames[] = {
-    "1 uid range lease (O_EXCL file + fsync)",
-    "2 user namespace helper (clone+map+fd)",
-    "3 disk: pool Take",
-    "4 disk: ext4 mount",
-    "4b disk: upper/work dirs (mkdir, chown)",
-    "5 template: id-mapped bind (open_tree)",
-    "6 overlay mount",
-    "7 cgroup create + limits (incl. io)",
-    "8 envd socket + console",
-    "9 clone3(ns) + contain + exec",
+    "1 uid range lease (O_EXCL file, no fsync)",
+    "2 user namespace (CLONE_VM helper, maps, fd)",
+    "3 disk: pool Take (pre-mounted) + MS_MOVE + chown",
+    "4 template: id-mapped bind (open_tree)",
+    "5 overlay mount",
+    "6 cgroup create + limits (incl. io)",
+    "7 envd socket + console",
+    "8 plan + open_tree(root) + netns Take",
+    "9a clone(VM|VFORK|ns) until the child runs",
+    "9b child: cgroup join + setsid",
+    "9c child: setns net/mnt, unshare, attach root",
+    "9d child: ~40 mount ops (/dev, /proc, /sys, /tmp)",
+    "9e child: pivot_root + detach old root",
+    "9f child: hostname, (lo up), setns user, root",
+    "9g child: rlimits, caps, fds, seccomp, signals",
+    "9h exec until clone returns (vfork release)",
     "10 init /usr/bin/true runs to exit",
-    "11 state.json (atomic write, fsync)",
+    "11 state.json (atomic write, no fsync)",
 };
 constexpr size_t kPhases = std::size(kPhaseNames);
+constexpr size_t kChildFirst = 8;  // 9a
+
+// The variants each round alternates between, for the cost of the two choices alone.
+struct PhaseVariant {
+  bool tasks_file;     // join the cgroup through v1 `tasks` (driver) or cgroup.procs (before)
+  bool premade_netns;  // setns into a pre-made network namespace (driver) or CLONE_NEWNET
+};
+constexpr PhaseVariant kVariants[] = {{true, true}, {false, true}, {true, false}, {false, false}};
 
 class PhaseBench {
  public:
@@ -348,6 +374,7 @@ class PhaseBench {
     storage::DiskPoolOptions po;
     po.data_dir = data_;
     po.targets = {{64, 2}};
+    po.attach = po.premount = true;  // as the driver's pool
     HANGAR_ASSIGN_OR_RETURN(pool_, storage::DiskPool::Create(po));
     HANGAR_TRY(pool_->Refill().status());
     HANGAR_ASSIGN_OR_RETURN(last_cap_, node::LastCapability());
@@ -355,6 +382,9 @@ class PhaseBench {
     int high = ::fcntl(init_.get(), F_DUPFD_CLOEXEC, 100);
     if (high < 0) return Status::FromErrno(errno, "fcntl");
     init_.Reset(high);
+    HANGAR_TRY(MakeDirs(data_ + "/sandboxes"));
+    HANGAR_ASSIGN_OR_RETURN(spawner_, node::internal::MakeSpawnerNamespace(data_ + "/sandboxes"));
+    HANGAR_ASSIGN_OR_RETURN(home_netns_, OpenFile("/proc/thread-self/ns/net", O_RDONLY));
     return Status::Ok();
   }
 
@@ -365,10 +395,15 @@ class PhaseBench {
 
   // One cold start through every building block; ms per phase in `out`. Everything is torn
   // down before returning (teardown time in `teardown_ms`).
-  Status Once(int i, std::array<double, kPhases>& out, double& teardown_ms) {
+  Status Once(int i, const PhaseVariant& v, std::array<double, kPhases>& out, double& teardown_ms) {
     const std::string id = fmt::format("p{}", i);
     const std::string dir = data_ + "/sandboxes/" + id;
     HANGAR_TRY(MakeDirs(dir));
+    // The namespace the driver's pool would hand out, made before the clock starts.
+    UniqueFd netns;
+    if (v.premade_netns) {
+      HANGAR_ASSIGN_OR_RETURN(netns, node::internal::MakeNetworkNamespace(home_netns_.get()));
+    }
     // Owners in creation order; destroyed in reverse below (and on every early return).
     std::optional<node::IdRange> range;
     UniqueFd userns;
@@ -407,23 +442,24 @@ class PhaseBench {
     HANGAR_ASSIGN_OR_RETURN(userns, MakeUserNamespace(*range));
     lap(1);
     HANGAR_ASSIGN_OR_RETURN(disk, pool_->Take(64));
-    lap(2);
     HANGAR_TRY(MakeDirs(dir + "/disk"));
-    HANGAR_TRY(disk.Mount(dir + "/disk"));
-    lap(3);
+    if (disk.mounted()) {
+      const std::string staging = disk.mount_point();
+      HANGAR_TRY(disk.MoveMount(dir + "/disk"));
+      ::rmdir(staging.c_str());
+    } else {
+      return Status::Internal("the pool handed out a disk that is not mounted");
+    }
     for (const char* d : {"/upper", "/work"}) {
-      std::string p = dir + "/disk" + d;
-      if (::mkdir(p.c_str(), 0755) != 0) return Status::FromErrno(errno, "mkdir");
-      if (::chown(p.c_str(), range->first, range->first) != 0) {
+      if (::chown((dir + "/disk" + d).c_str(), range->first, range->first) != 0) {
         return Status::FromErrno(errno, "chown");
       }
     }
-    ::rmdir((dir + "/disk/lost+found").c_str());
-    lap(4);
+    lap(2);
     HANGAR_TRY(MakeDirs(dir + "/lower"));
     HANGAR_TRY(MakeDirs(dir + "/rootfs"));
     HANGAR_ASSIGN_OR_RETURN(lower, MountIdmapped(tmpl_.rootfs, dir + "/lower", userns.get()));
-    lap(5);
+    lap(3);
     HANGAR_ASSIGN_OR_RETURN(UniqueFd lfd, OpenFile(dir + "/lower", O_PATH | O_DIRECTORY));
     HANGAR_ASSIGN_OR_RETURN(UniqueFd ufd, OpenFile(dir + "/disk/upper", O_PATH | O_DIRECTORY));
     HANGAR_ASSIGN_OR_RETURN(UniqueFd wfd, OpenFile(dir + "/disk/work", O_PATH | O_DIRECTORY));
@@ -432,7 +468,7 @@ class PhaseBench {
                                    fmt::format("lowerdir=/proc/thread-self/fd/{},upperdir=/proc/"
                                                "thread-self/fd/{},workdir=/proc/thread-self/fd/{}",
                                                lfd.get(), ufd.get(), wfd.get())));
-    lap(6);
+    lap(4);
     HANGAR_TRY(cgroups_->Create(id));
     cgroup = true;
     node::CgroupLimits limits;
@@ -441,20 +477,31 @@ class PhaseBench {
     limits.pids_max = 64;
     limits.io.push_back({major(disk.dev()), minor(disk.dev()), 0, 0, 0, 0});
     HANGAR_TRY(cgroups_->SetLimits(id, limits));
-    lap(7);
+    lap(5);
     HANGAR_ASSIGN_OR_RETURN(UniqueFd listen, ListenUnix(dir + "/envd.sock"));
     HANGAR_ASSIGN_OR_RETURN(
         UniqueFd console, OpenFile(dir + "/disk/console.log", O_WRONLY | O_CREAT | O_APPEND, 0600));
     if (::symlink("disk/console.log", (dir + "/console.log").c_str()) != 0) {
       return Status::FromErrno(errno, "symlink");
     }
-    lap(8);
+    lap(6);
     // Step 6 of NsDriver::Start: the plan, the child, the report.
     node::internal::ContainPlan plan;
-    HANGAR_ASSIGN_OR_RETURN(Pipe sync, MakePipe());
     HANGAR_ASSIGN_OR_RETURN(Pipe report, MakePipe());
-    plan.rootfs = plan.Keep(dir + "/rootfs");
-    node::internal::AddStandardMounts(plan, dir + "/rootfs", range->first + 5, 32ull << 20);
+    for (const std::string& cg : cgroups_->Paths(id)) {
+      const std::string tasks = cg + "/tasks";
+      plan.cgroup_join.push_back(plan.Keep(
+          v.tasks_file && ::access(tasks.c_str(), W_OK) == 0 ? tasks : cg + "/cgroup.procs"));
+    }
+    int tree = static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, (dir + "/rootfs").c_str(),
+                                          OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+    if (tree < 0) return Status::FromErrno(errno, "open_tree(rootfs)");
+    UniqueFd root_tree(tree);
+    plan.mntns_fd = spawner_.get();
+    plan.rootfs_tree_fd = root_tree.get();
+    plan.rootfs = plan.Keep(node::internal::kSpawnerRoot);
+    node::internal::AddStandardMounts(plan, node::internal::kSpawnerRoot, range->first + 5,
+                                      32ull << 20);
     plan.hostname = plan.Keep(id);
     plan.userns_fd = userns.get();
     plan.keep_caps = node::DefaultSandboxCapabilities();
@@ -463,160 +510,98 @@ class PhaseBench {
     plan.console_fd = console.get();
     plan.seccomp = &seccomp_;
     plan.init_fd = init_.get();
+    plan.netns_fd = netns.get();
     plan.argv = {const_cast<char*>(plan.Keep("/usr/bin/true")), nullptr};
-    for (const std::string& e : std::vector<std::string>{
-             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME=" + id,
-             "HANGAR_SANDBOX_ID=" + id}) {
-      plan.envp.push_back(const_cast<char*>(plan.Keep(e)));
-    }
-    plan.envp.push_back(nullptr);
-    for (UniqueFd* fd : {&sync.read, &report.write}) {
-      int high = ::fcntl(fd->get(), F_DUPFD_CLOEXEC, 100);
-      if (high < 0) return Status::FromErrno(errno, "fcntl");
-      fd->Reset(high);
-    }
-    plan.sync_fd = sync.read.get();
+    plan.envp = {
+        const_cast<char*>(plan.Keep("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin")),
+        nullptr};
+    int high = ::fcntl(report.write.get(), F_DUPFD_CLOEXEC, 100);
+    if (high < 0) return Status::FromErrno(errno, "fcntl");
+    report.write.Reset(high);
     plan.report_fd = report.write.get();
+    std::array<uint64_t, node::internal::kContainPhases> trace{};
+    plan.trace = trace.data();
+    std::vector<char> stack(256 * 1024);
+    lap(7);
+    const uint64_t clone_ns = NowNs();
     int pidfd = -1;
-    long pid =
-        Clone3(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC, &pidfd);
-    if (pid < 0) return Status::FromErrno(errno, "clone3");
-    if (pid == 0) node::internal::RunContained(plan);
+    pid_t pid;
+    {
+      sigset_t all, old;
+      sigfillset(&all);
+      ::pthread_sigmask(SIG_SETMASK, &all, &old);
+      plan.exec_sigmask = old;
+      pid = ::clone(
+          [](void* arg) -> int {
+            node::internal::RunContained(*static_cast<node::internal::ContainPlan*>(arg));
+          },
+          stack.data() + stack.size(),
+          CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
+              (v.premade_netns ? 0 : CLONE_NEWNET) | SIGCHLD,
+          &plan, &pidfd);
+      ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    }
+    if (pid < 0) return Status::FromErrno(errno, "clone(VM|VFORK|ns)");
+    const uint64_t returned_ns = NowNs();
     UniqueFd pidfd_owner(pidfd);
-    init.emplace(Child::Adopt(static_cast<pid_t>(pid)));
-    sync.read.Reset();
+    init.emplace(Child::Adopt(pid));
+    root_tree.Reset();
+    netns.Reset();
     report.write.Reset();
     console.Reset();
-    HANGAR_TRY(cgroups_->AddPid(id, static_cast<pid_t>(pid)));
-    HANGAR_TRY(WriteAll(sync.write.get(), "g"));
     node::internal::ContainFailure failure;
     ssize_t n;
     do {
       n = ::read(report.read.get(), &failure, sizeof failure);
     } while (n < 0 && errno == EINTR);
     if (n == sizeof failure) return node::internal::DescribeFailure(plan, failure);
-    lap(9);
-    if (!WaitForExit(static_cast<pid_t>(pid), 10s)) {
-      return Status::DeadlineExceeded("init did not exit");
+    // The child's timestamps split the clone: clone -> child start -> ... -> exec -> return.
+    uint64_t prev = clone_ns;
+    for (size_t k = 0; k < node::internal::kContainPhases; ++k) {
+      out[kChildFirst + k] = (trace[k] - prev) / 1e6;
+      prev = trace[k];
     }
-    lap(10);
+    out[kChildFirst + node::internal::kContainPhases] = (returned_ns - prev) / 1e6;
+    t = SteadyClock::now();
+    if (!WaitForExit(pid, 10s)) return Status::DeadlineExceeded("init did not exit");
+    lap(kPhases - 2);
     nlohmann::json state = {{"id", id},
                             {"init_pid", pid},
                             {"uid_slot", range->slot},
                             {"disk_image", disk.image_path()},
                             {"disk_mb", 64}};
-    HANGAR_TRY(WriteFileAtomic(dir + "/state.json", state.dump(2), 0600));
-    lap(11);
+    HANGAR_TRY(node::WriteFileReplace(dir + "/state.json", state.dump(2), 0600));
+    lap(kPhases - 1);
     (void)pool_->Refill();  // untimed: the next round takes a ready disk
     return Status::Ok();
   }
 
-  // Experiments for the two costliest blocks, each variant on a fresh pooled disk:
-  //   mount[0] as the driver does now: mount a pooled disk that mkfs just wrote
-  //   mount[1] the same after the image was fsync'd (a pool could do that off the start path)
-  //   mount[2] a disk the pool mounted ahead with upper/work made, moved into place with
-  //            MS_MOVE, upper/work chowned to the range (replaces phases 4 and 4b)
-  //   userns[0] the driver's helper (clone of this process);  userns[1] the same helper with
-  //            CLONE_VM on a small stack (no copy of the agent's address space)
-  Status Experiments(int i, std::array<std::vector<double>, 3>& mount,
-                     std::array<std::vector<double>, 2>& userns, std::vector<double>& fsync_ms) {
-    const std::string dir = fmt::format("{}/x{}", data_, i);
-    HANGAR_TRY(MakeDirs(dir + "/target"));
-    HANGAR_TRY(MakeDirs(dir + "/staging"));
-    struct Cleanup {
-      std::string d;
-      ~Cleanup() { (void)RemoveTree(d); }
-    } cleanup{dir};
-    for (int v = 0; v < 3; ++v) {
-      HANGAR_ASSIGN_OR_RETURN(storage::Disk disk, pool_->Take(64));
-      if (v >= 1) {
-        auto t0 = SteadyClock::now();
-        HANGAR_ASSIGN_OR_RETURN(UniqueFd img, OpenFile(disk.image_path(), O_RDONLY));
-        if (::fsync(img.get()) != 0) return Status::FromErrno(errno, "fsync(image)");
-        if (v == 1) fsync_ms.push_back(MsSince(t0));
-      }
-      const std::string target = dir + "/target";
-      if (v < 2) {
-        auto t0 = SteadyClock::now();
-        HANGAR_TRY(disk.Mount(target));
-        mount[v].push_back(MsSince(t0));
-        HANGAR_TRY(disk.Destroy());
-      } else {
-        // The pool's part, off the path: mount, upper/work made (root-owned), lost+found gone.
-        HANGAR_TRY(disk.Mount(dir + "/staging"));
-        for (const char* d : {"/upper", "/work"}) {
-          if (::mkdir((dir + "/staging" + d).c_str(), 0755) != 0) {
-            return Status::FromErrno(errno, "mkdir");
-          }
-        }
-        ::rmdir((dir + "/staging/lost+found").c_str());
-        // The start path's part: move it into place, hand upper/work to the sandbox's range.
-        auto t0 = SteadyClock::now();
-        if (::mount((dir + "/staging").c_str(), target.c_str(), nullptr, MS_MOVE, nullptr) != 0) {
-          return Status::FromErrno(errno, "mount(MS_MOVE)");
-        }
-        for (const char* d : {"/upper", "/work"}) {
-          if (::chown((target + d).c_str(), 4'000'000'000u, 4'000'000'000u) != 0) {
-            return Status::FromErrno(errno, "chown");
-          }
-        }
-        mount[2].push_back(MsSince(t0));
-        ::umount2(target.c_str(), 0);
-        (void)disk.Destroy();  // its own mount point is empty now; detaches and deletes
-      }
-      HANGAR_TRY(pool_->Refill().status());
-    }
-    HANGAR_ASSIGN_OR_RETURN(node::IdRange range, ids_->Allocate(fmt::format("x{}", i)));
-    auto t0 = SteadyClock::now();
-    auto a = MakeUserNamespace(range);
-    userns[0].push_back(MsSince(t0));
-    t0 = SteadyClock::now();
-    auto b = MakeUserNamespaceVm(range);
-    userns[1].push_back(MsSince(t0));
-    (void)ids_->Release(range.slot);
-    if (!a.ok()) return a.status();
-    if (!b.ok()) return b.status();
-    return Status::Ok();
+  static uint64_t NowNs() {
+    timespec ts;
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
   }
 
-  // The user namespace helper sharing this process's memory: only a small stack is new.
-  static Result<UniqueFd> MakeUserNamespaceVm(const node::IdRange& range) {
-    HANGAR_ASSIGN_OR_RETURN(Pipe sync, MakePipe());
-    constexpr size_t kStack = 64 * 1024;
-    static thread_local std::vector<char> stack(kStack);
-    // The child has its own descriptor table (no CLONE_FILES): it closes its copy of the write
-    // end, so the parent's close is the EOF that lets it exit.
-    int fds[2] = {sync.read.get(), sync.write.get()};
+  // Namespace creation alone: clone(VM|VFORK) with the flags, child _exit(0), wait; with
+  // `netns_fd` >= 0 the child enters that namespace with setns instead.
+  static double CloneNs(uint64_t flags, int netns_fd = -1) {
+    static std::vector<char> stack(64 * 1024);
+    auto t0 = SteadyClock::now();
     pid_t pid = ::clone(
         [](void* arg) -> int {
-          int* p = static_cast<int*>(arg);
-          ::close(p[1]);
-          char c;
-          while (::read(p[0], &c, 1) < 0 && errno == EINTR) {
-          }
-          return 0;
+          int fd = *static_cast<int*>(arg);
+          if (fd >= 0 && ::setns(fd, CLONE_NEWNET) != 0) ::_exit(1);
+          ::_exit(0);
         },
-        stack.data() + kStack, CLONE_NEWUSER | CLONE_VM | SIGCHLD, fds);
-    if (pid < 0) return Status::FromErrno(errno, "clone(CLONE_NEWUSER|CLONE_VM)");
-    Child holder = Child::Adopt(pid);
-    HANGAR_TRY(node::WriteIdMaps(pid, range, node::SetgroupsPolicy::kAllow));
-    auto fd = OpenFile(fmt::format("/proc/{}/ns/user", pid), O_RDONLY);
-    sync.write.Reset();
-    (void)holder.Wait();
-    return fd;
-  }
-
-  // Namespace creation alone: clone3 with the flags, child _exit(0), wait.
-  static double CloneNs(uint64_t flags) {
-    auto t0 = SteadyClock::now();
-    long pid = Clone3(flags, nullptr);
+        stack.data() + stack.size(), static_cast<int>(flags) | CLONE_VM | CLONE_VFORK | SIGCHLD,
+        &netns_fd);
     if (pid < 0) return -1;
-    if (pid == 0) ::_exit(0);
     int st;
-    while (::waitpid(static_cast<pid_t>(pid), &st, 0) < 0 && errno == EINTR) {
+    while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
-    return MsSince(t0);
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? MsSince(t0) : -1;
   }
+  int home_netns() const { return home_netns_.get(); }
 
  private:
   storage::TemplateInfo tmpl_;
@@ -628,6 +613,8 @@ class PhaseBench {
   std::unique_ptr<storage::DiskPool> pool_;
   int last_cap_ = 0;
   UniqueFd init_;
+  UniqueFd spawner_;     // the spawner mount namespace (as the driver's)
+  UniqueFd home_netns_;  // this thread's network namespace (MakeNetworkNamespace returns here)
 };
 
 // --- Hangar through the driver
@@ -661,6 +648,7 @@ Result<ColdSample> HangarCold(BenchNode& node, const std::string& id) {
   HANGAR_TRY(node.Destroy(id));
   s.destroy = MsSince(t1);
   node.WaitForPool(kPoolTarget, 5s);
+  (void)node::WaitForNamespacePool(node.driver(), 5s);
   return s;
 }
 
@@ -688,6 +676,7 @@ Result<ColdSample> HangarColdEnvd(BenchNode& node, const std::string& id) {
   HANGAR_TRY(node.Destroy(id));
   s.destroy = MsSince(t1);
   node.WaitForPool(kPoolTarget, 5s);
+  (void)node::WaitForNamespacePool(node.driver(), 5s);
   return s;
 }
 #endif
@@ -736,6 +725,8 @@ int Run(const Flags& f) {
   o.init_path = "/usr/bin/true";
   o.disk_pool = {{64, kPoolTarget}};
   o.id_slots = 8;
+  o.netns_pool = f.netns_pool;
+  o.userns_pool = f.userns_pool;
   auto node_true = BenchNode::Open(o);
   if (!node_true.ok())
     return std::fprintf(stderr, "%s\n", node_true.status().ToString().c_str()), 1;
@@ -862,88 +853,90 @@ int Run(const Flags& f) {
   }
   Row("hangar Destroy (off the start path)", Summarize(h_destroy), fork);
 
-  // Phases.
-  std::array<std::vector<double>, kPhases> phase;
-  std::vector<double> teardown, sum, ns_nonet, ns_net, ns_user, fsync_x;
-  std::array<std::vector<double>, 3> mount_x;
-  std::array<std::vector<double>, 2> userns_x;
+  // Phases: each round runs one of kVariants (rotating), so the table (driver's variant) and
+  // the two choices alone come from the same rounds.
+  constexpr size_t kNumVariants = std::size(kVariants);
+  std::array<std::array<std::vector<double>, kPhases>, kNumVariants> phase;
+  std::array<std::vector<double>, kNumVariants> sum, child;
+  std::vector<double> teardown, ns_nonet, ns_net, ns_setns, ns_user;
   if (f.phases && !StopRequested()) {
     PhaseBench pb(*tmpl, *prog);
     if (Status s = pb.Open(); !s.ok()) {
       return std::fprintf(stderr, "phases: %s\n", s.ToString().c_str()), 1;
     }
-    for (int i = 0; i < f.warmup + f.iterations && !StopRequested(); ++i) {
+    const int phase_rounds = static_cast<int>(kNumVariants) * (f.warmup + f.iterations);
+    for (int i = 0; i < phase_rounds && !StopRequested(); ++i) {
+      const size_t v = static_cast<size_t>(i) % kNumVariants;
       std::array<double, kPhases> one{};
       double td = 0;
-      if (Status s = pb.Once(i, one, td); !s.ok()) {
+      if (Status s = pb.Once(i, kVariants[v], one, td); !s.ok()) {
         return std::fprintf(stderr, "phases: %s\n", s.ToString().c_str()), 1;
       }
-      double nonet = PhaseBench::CloneNs(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC);
-      double net = PhaseBench::CloneNs(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
-                                       CLONE_NEWNET);
+      auto premade = node::internal::MakeNetworkNamespace(pb.home_netns());
+      if (!premade.ok()) {
+        return std::fprintf(stderr, "phases: %s\n", premade.status().ToString().c_str()), 1;
+      }
+      double nonet = PhaseBench::CloneNs(CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC);
+      double net = PhaseBench::CloneNs(CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET);
+      double setns =
+          PhaseBench::CloneNs(CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC, premade->get());
       double fk = TimeProgram({"/usr/bin/true"});
-      if (Status s = pb.Experiments(i, mount_x, userns_x, fsync_x); !s.ok()) {
-        return std::fprintf(stderr, "experiments: %s\n", s.ToString().c_str()), 1;
-      }
-      if (i < f.warmup) {
-        for (auto& v : mount_x) v.clear();
-        for (auto& v : userns_x) v.clear();
-        fsync_x.clear();
-        continue;
-      }
-      double total = 0;
+      if (i < static_cast<int>(kNumVariants) * f.warmup) continue;
+      double total = 0, in_child = 0;
       for (size_t p = 0; p < kPhases; ++p) {
-        phase[p].push_back(one[p]);
+        phase[v][p].push_back(one[p]);
         total += one[p];
+        if (p >= kChildFirst && p < kPhases - 2) in_child += one[p];
       }
-      sum.push_back(total);
-      teardown.push_back(td);
+      sum[v].push_back(total);
+      child[v].push_back(in_child);
+      if (v == 0) teardown.push_back(td);
       ns_nonet.push_back(nonet);
       ns_net.push_back(net);
+      ns_setns.push_back(setns);
       if (fk >= 0) ns_user.push_back(fk);
     }
-    Summary st = Summarize(sum);
+    Summary st = Summarize(sum[0]);
     std::printf(
-        "\n== Phases of the cold start, each building block alone through the public APIs "
-        "(NsDriver::Start order; ms)\n");
-    std::printf("   %-44s %9s %9s   %7s\n", "", "median", "p99", "share");
+        "\n== Phases of the cold start, today's building blocks one by one (NsDriver::Start "
+        "order; the child's checklist timed inside the child; %zu rounds; ms)\n",
+        phase[0][0].size());
+    std::printf("   %-50s %9s %9s   %7s\n", "", "median", "p99", "share");
     for (size_t p = 0; p < kPhases; ++p) {
-      Summary s = Summarize(phase[p]);
-      std::printf("   %-44s %9.2f %9.2f   %6.1f%%\n", kPhaseNames[p], s.median, s.p99,
+      Summary s = Summarize(phase[0][p]);
+      std::printf("   %-50s %9.2f %9.2f   %6.1f%%\n", kPhaseNames[p], s.median, s.p99,
                   st.median > 0 ? 100 * s.median / st.median : 0);
     }
-    std::printf("   %-44s %9.2f %9.2f\n", "sum of phases (per round)", st.median, st.p99);
-    std::printf("   %-44s %9.2f %9.2f\n", "teardown (kill, umount x3, disk destroy)",
+    std::printf("   %-50s %9.2f %9.2f\n", "sum of phases (per round)", st.median, st.p99);
+    std::printf("   %-50s %9.2f %9.2f\n", "teardown (kill, umount x3, disk destroy)",
                 Summarize(teardown).median, Summarize(teardown).p99);
     std::printf(
-        "   reference, same rounds: fork+exec %.2f; clone3(mnt,pid,uts,ipc)+exit %.2f; "
-        "+net %.2f (medians)\n",
-        Summarize(ns_user).median, Summarize(ns_nonet).median, Summarize(ns_net).median);
+        "   the two choices alone, same rounds (medians: clone+child+exec 9a-9h | cgroup join 9b "
+        "| namespaces 9c | sum):\n");
+    for (size_t v = 0; v < kNumVariants; ++v) {
+      std::printf("     join via %-12s netns %-20s %7.2f | %6.2f | %6.2f | %7.2f\n",
+                  kVariants[v].tasks_file ? "v1 tasks" : "cgroup.procs",
+                  kVariants[v].premade_netns ? "pre-made (setns)" : "CLONE_NEWNET",
+                  Summarize(child[v]).median, Summarize(phase[v][kChildFirst + 1]).median,
+                  Summarize(phase[v][kChildFirst + 2]).median, Summarize(sum[v]).median);
+    }
     std::printf(
-        "   fixes measured alone (medians / p99): disk mount as now %.2f / %.2f; after "
-        "fsync of the image %.2f / %.2f (the fsync, off the path: %.2f); pre-mounted with "
-        "upper/work + MS_MOVE + chown (replaces 4 and 4b) %.3f / %.3f\n",
-        Summarize(mount_x[0]).median, Summarize(mount_x[0]).p99, Summarize(mount_x[1]).median,
-        Summarize(mount_x[1]).p99, Summarize(fsync_x).median, Summarize(mount_x[2]).median,
-        Summarize(mount_x[2]).p99);
-    std::printf(
-        "   user namespace helper as now %.2f / %.2f; with CLONE_VM (no mm copy) %.2f / "
-        "%.2f\n",
-        Summarize(userns_x[0]).median, Summarize(userns_x[0]).p99, Summarize(userns_x[1]).median,
-        Summarize(userns_x[1]).p99);
+        "   reference, same rounds: fork+exec %.2f; clone(VM|VFORK, pid,uts,ipc)+exit %.2f; "
+        "+CLONE_NEWNET %.2f; +setns(pre-made netns) %.2f (medians)\n",
+        Summarize(ns_user).median, Summarize(ns_nonet).median, Summarize(ns_net).median,
+        Summarize(ns_setns).median);
     // Dominant phase.
     size_t top = 0;
     for (size_t p = 1; p < kPhases; ++p) {
-      if (Summarize(phase[p]).median > Summarize(phase[top]).median) top = p;
+      if (Summarize(phase[0][p]).median > Summarize(phase[0][top]).median) top = p;
     }
     std::printf("SUMMARY start.dominant_phase \"%s\" %.2f ms of %.2f ms\n", kPhaseNames[top],
-                Summarize(phase[top]).median, st.median);
-    // What a pre-built sandbox still pays: running the command.
-    const double prepared = Summarize(phase[10]).median;
+                Summarize(phase[0][top]).median, st.median);
     std::printf(
-        "SUMMARY start.pool_would_save %.2f ms of the %.2f ms sum (a pre-built sandbox "
-        "pays only the command: %.2f ms)\n",
-        st.median - prepared, st.median, prepared);
+        "SUMMARY start.phase_choices child(9a-9h) tasks+premade %.2f, procs+premade %.2f, "
+        "tasks+newnet %.2f, procs+newnet %.2f ms\n",
+        Summarize(child[0]).median, Summarize(child[1]).median, Summarize(child[2]).median,
+        Summarize(child[3]).median);
   }
 
   // Pooled: the driver's warm pool (NsDriverOptions::warm_pool) keeps sandboxes started
@@ -1053,7 +1046,7 @@ int main(int argc, char** argv) {
   if (!flags) {
     std::fprintf(stderr,
                  "usage: bench_node_start [--iterations N] [--warmup N] [--pooled N] "
-                 "[--envd PATH | --no-envd] [--no-phases]\n");
+                 "[--envd PATH | --no-envd] [--no-phases] [--netns-pool N] [--userns-pool N]\n");
     return 2;
   }
   if (::geteuid() != 0) {

@@ -14,6 +14,8 @@
 
 #include <sys/wait.h>
 
+#include <time.h>
+
 #include <cerrno>
 #include <memory>
 
@@ -80,6 +82,15 @@ int LoopbackUp() noexcept {
   return err;
 }
 
+// Benchmarks: the end of a phase, in the parent's memory (CLONE_VM).
+inline void Mark(const ContainPlan& plan, int phase) noexcept {
+  if (plan.trace == nullptr) return;
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  plan.trace[phase] =
+      static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
 }  // namespace
 
 int RunMountOpsRaw(const ContainPlan& plan, size_t* failed) noexcept {
@@ -94,7 +105,8 @@ int RunMountOpsRaw(const ContainPlan& plan, size_t* failed) noexcept {
 }
 
 void RunContained(const ContainPlan& plan) noexcept {
-  for (const char* procs : plan.cgroup_procs) {
+  Mark(plan, kPhaseChildStart);
+  for (const char* procs : plan.cgroup_join) {
     int fd = ::open(procs, O_WRONLY | O_CLOEXEC);
     if (fd < 0) Die(plan, kStepCgroupJoin, errno);
     ssize_t w = ::write(fd, "0", 1);  // "0": the writing task itself
@@ -114,7 +126,13 @@ void RunContained(const ContainPlan& plan) noexcept {
   // A session of its own: otherwise the sandbox keeps the node's controlling terminal (hangard
   // started from a shell) and /dev/tty reads the operator's keystrokes and writes to the screen.
   if (::setsid() < 0) Die(plan, kStepSession, errno);
+  Mark(plan, kPhaseCgroupJoined);
 
+  // A namespace made ahead by the node (owned by the initial user namespace, as one the clone
+  // made would be): entering it skips the namespace's creation and its loopback set-up.
+  if (plan.netns_fd >= 0 && ::setns(plan.netns_fd, CLONE_NEWNET) != 0) {
+    Die(plan, kStepNetns, errno);
+  }
   if (plan.mntns_fd >= 0) {
     // A copy of the node's small spawner namespace, not of the agent's (the clone did not
     // pass CLONE_NEWNS): what follows costs the same on a node with 1 or 1000 sandboxes.
@@ -132,10 +150,12 @@ void RunContained(const ContainPlan& plan) noexcept {
       Die(plan, kStepAttachRoot, errno);
     }
   }
+  Mark(plan, kPhaseNamespaces);
   size_t failed_op = 0;
   if (int e = RunMountOpsRaw(plan, &failed_op); e != 0) {
     Die(plan, kMountBase + static_cast<int>(failed_op), e);
   }
+  Mark(plan, kPhaseMounts);
 
   // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then removes
   // the old root without needing a directory for it inside the sandbox.
@@ -143,6 +163,7 @@ void RunContained(const ContainPlan& plan) noexcept {
   if (::syscall(SYS_pivot_root, ".", ".") != 0) Die(plan, kStepPivot, errno);
   if (::umount2(".", MNT_DETACH) != 0) Die(plan, kStepDetachOld, errno);
   if (::chdir("/") != 0) Die(plan, kStepChdirRoot, errno);
+  Mark(plan, kPhasePivot);
 
   if (plan.hostname != nullptr &&
       ::sethostname(plan.hostname, __builtin_strlen(plan.hostname)) != 0) {
@@ -151,11 +172,15 @@ void RunContained(const ContainPlan& plan) noexcept {
 
   // Only host root can configure the new network namespace (its owner is the host's user
   // namespace), so the sandbox's loopback is brought up here, before entering the sandbox's.
-  if (int e = LoopbackUp(); e != 0) Die(plan, kStepLoopback, e);
+  // A pre-made namespace came with it up.
+  if (plan.netns_fd < 0) {
+    if (int e = LoopbackUp(); e != 0) Die(plan, kStepLoopback, e);
+  }
 
   if (::setns(plan.userns_fd, CLONE_NEWUSER) != 0) Die(plan, kStepUserns, errno);
   ::close(plan.userns_fd);
   if (int e = BecomeNamespaceRootRaw(); e != 0) Die(plan, kStepBecomeRoot, e);
+  Mark(plan, kPhaseUserns);
 
   if (int e = ApplyResourceLimitsRaw(plan.rlimits); e != 0) Die(plan, kStepRlimits, e);
   if (int e = DropCapabilitiesRaw(plan.keep_caps, plan.last_cap); e != 0) Die(plan, kStepCaps, e);
@@ -201,6 +226,7 @@ void RunContained(const ContainPlan& plan) noexcept {
     if (::sigaction(sig, &sa, nullptr) != 0) Die(plan, kStepSignals, errno);
   }
   if (::sigprocmask(SIG_SETMASK, &plan.exec_sigmask, nullptr) != 0) Die(plan, kStepSignals, errno);
+  Mark(plan, kPhaseSeccomp);
   ::syscall(SYS_execveat, plan.init_fd, "", plan.argv.data(), plan.envp.data(), AT_EMPTY_PATH);
   Die(plan, kStepExec, errno);
 }
@@ -237,7 +263,7 @@ Status DescribeFailure(const ContainPlan& plan, const ContainFailure& f) {
         break;
       case kStepCgroupJoin:
         what = fmt::format("joining the sandbox's cgroup ({})",
-                           plan.cgroup_procs.empty() ? "?" : plan.cgroup_procs.front());
+                           plan.cgroup_join.empty() ? "?" : plan.cgroup_join.front());
         break;
       case kStepSignals:
         what = "resetting signal handlers and mask";
@@ -247,6 +273,9 @@ Status DescribeFailure(const ContainPlan& plan, const ContainFailure& f) {
         break;
       case kStepAttachRoot:
         what = fmt::format("move_mount(root tree -> {})", plan.rootfs);
+        break;
+      case kStepNetns:
+        what = "setns(pre-made network namespace)";
         break;
       case kStepLoopback:
         what = "ioctl(lo, SIOCSIFFLAGS, IFF_UP)";
@@ -457,6 +486,29 @@ Result<UniqueFd> MakeSpawnerNamespace(const std::string& scratch_dir) {
   if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0 || !ns.valid()) {
     return Status::Internal("spawner namespace helper died");
   }
+  int high = ::fcntl(ns.get(), F_DUPFD_CLOEXEC, 100);
+  if (high < 0) return Status::FromErrno(errno, "fcntl(F_DUPFD_CLOEXEC)");
+  ns.Reset(high);
+  return ns;
+}
+
+Result<UniqueFd> MakeNetworkNamespace(int home_netns_fd) {
+  if (::unshare(CLONE_NEWNET) != 0) return Status::FromErrno(errno, "unshare(CLONE_NEWNET)");
+  // From here on this thread is in the new namespace until the setns below.
+  const char* failed = nullptr;
+  int err = LoopbackUp();
+  if (err != 0) failed = "ioctl(lo, SIOCSIFFLAGS, IFF_UP)";
+  int fd = err == 0 ? ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC) : -1;
+  if (err == 0 && fd < 0) {
+    err = errno;
+    failed = "open(/proc/thread-self/ns/net)";
+  }
+  UniqueFd ns(fd);
+  if (::setns(home_netns_fd, CLONE_NEWNET) != 0) {
+    return Status::FromErrno(errno, "setns(the agent's network namespace)")
+        .With("making a network namespace (the calling thread is left in the new one)");
+  }
+  if (failed != nullptr) return Status::FromErrno(err, failed).With("making a network namespace");
   int high = ::fcntl(ns.get(), F_DUPFD_CLOEXEC, 100);
   if (high < 0) return Status::FromErrno(errno, "fcntl(F_DUPFD_CLOEXEC)");
   ns.Reset(high);

@@ -2,31 +2,37 @@
 // freshly cloned process into the sandbox's init.
 //
 // The parent builds a ContainPlan (every path, option string and descriptor prepared in
-// advance), then clone()s a child with new mount, pid, net, uts and ipc namespaces that runs
-// RunContained(plan). Between clone and exec the child may not allocate (the parent is
-// multi-threaded), so the plan holds only C strings and numbers, and every step is a raw
-// system call. The driver clones with CLONE_VM|CLONE_VFORK (posix_spawn's way: no copy of
-// the agent's page tables; the calling thread sleeps until the exec), so the child must never
-// wait for the parent: it joins its cgroup itself. The steps, in order:
+// advance), then clone()s a child with new pid, uts and ipc namespaces (and a new net namespace
+// unless the plan brings a pre-made one) that runs RunContained(plan). Between clone and exec
+// the child may not allocate (the parent is multi-threaded), so the plan holds only C strings
+// and numbers, and every step is a raw system call. The driver clones with
+// CLONE_VM|CLONE_VFORK (posix_spawn's way: no copy of the agent's page tables; the calling
+// thread sleeps until the exec), so the child must never wait for the parent: it joins its
+// cgroup itself. The steps, in order:
 //
-//   1. join the sandbox's cgroup (plan.cgroup_procs)                    write "0" to cgroup.procs
+//   1. join the sandbox's cgroup (plan.cgroup_join)                     write "0" to v1 `tasks`
+//      (the child is a single-threaded process: moving its one thread     (or v2 cgroup.procs)
+//      moves the process, without cgroup.procs' threadgroup lock, whose
+//      write side waits for an RCU grace period: ~3 ms measured)
 //      or, if plan.sync_fd >= 0, wait for the parent to have done it     sync pipe
 //      and leave the node's session: no controlling terminal            setsid
+//      with plan.netns_fd: enter the pre-made network namespace         setns(CLONE_NEWNET)
+//      (MakeNetworkNamespace; loopback already up)
 //      with plan.mntns_fd: a copy of the node's small spawner mount     setns + unshare(NEWNS)
 //      namespace (MakeSpawnerNamespace) instead of the agent's, and
 //      the prepared root attached from its detached clone               move_mount(rootfs_tree_fd)
 //      (then the clone must not pass CLONE_NEWNS: copying the agent's
 //      namespace costs O(its mounts), i.e. O(sandboxes on the node))
 //   2. own cgroup namespace (its cgroup root is the sandbox's group)     unshare(CLONE_NEWCGROUP)
-//   3. stop mount propagation to and from the host                       mount(/,
-//   MS_REC|MS_PRIVATE)
+//   3. stop mount propagation to and from the host                       MS_REC|MS_PRIVATE on /
 //   4. build the root: /proc with masked and read-only paths, minimal    mount ops of the plan
 //      /dev, devpts, /dev/shm, /tmp — all below the prepared overlay
 //   5. make it the root and drop the host's                              pivot_root(".", ".")
 //   6. hostname = sandbox id                                             sethostname
-//      loopback up (the net namespace is owned by the host's user ns)    ioctl(SIOCSIFFLAGS)
-//   7. enter the sandbox's user namespace, become its root               setns(userns) +
-//   setres[ug]id
+//      without plan.netns_fd: loopback up (the clone's new network       ioctl(SIOCSIFFLAGS)
+//      namespace is owned by the host's user namespace, so only now, as
+//      host root, can it be configured)
+//   7. enter the sandbox's user namespace, become its root               setns(user), setres*id
 //   8. rlimits, capability bounding set, no_new_privs                    caps.h
 //   9. descriptors: the envd listen socket at fd 3, console on 1 and 2   dup2 + close_range
 //  10. the seccomp filter, compiled once per node                        seccomp.h
@@ -34,9 +40,17 @@
 //      mask back to plan.exec_sigmask (the parent blocks all around clone)
 //      and exec init (envd) from a descriptor opened on the host        execveat(AT_EMPTY_PATH)
 //
+// Every namespace but the user namespace (mnt, pid, net, uts, ipc, cgroup) is made, or entered,
+// while the child is still host root in the initial user namespace, so they are all owned by
+// it: the sandbox's root (root of a child user namespace) has no capability over any of them —
+// it cannot mount, configure the network (add links or addresses, take `lo` down) or change the
+// hostname, even if seccomp failed. A pre-made network namespace keeps that ownership: it is
+// made by the agent (initial user namespace), never by or for a sandbox's user namespace.
+//
 // A failing step writes {step, errno} to the report pipe and exits 127; the parent turns it into
 // a Status naming the step and its arguments. A successful exec closes the report pipe
-// (O_CLOEXEC) with nothing written.
+// (O_CLOEXEC) with nothing written. With plan.trace set, the child stores a CLOCK_MONOTONIC
+// timestamp after each phase (for benchmarks; the parent shares its memory under CLONE_VM).
 #pragma once
 
 #include <signal.h>
@@ -78,9 +92,11 @@ struct ContainPlan {
 
   int sync_fd = -1;    // read end: one byte from the parent means "go" (-1: no wait)
   int report_fd = -1;  // write end, O_CLOEXEC
-  std::vector<const char*> cgroup_procs;  // cgroup.procs files the child writes "0" to
-  const char* rootfs = nullptr;           // host path of the prepared overlay
-  std::vector<MountOp> mounts;            // step 4, in order
+  // The files the child writes "0" to, one per hierarchy: v1 `tasks` (moves the writing
+  // thread, which is the whole single-threaded child), else cgroup.procs.
+  std::vector<const char*> cgroup_join;
+  const char* rootfs = nullptr;  // host path of the prepared overlay
+  std::vector<MountOp> mounts;   // step 4, in order
   const char* hostname = nullptr;
   int userns_fd = -1;
   ResourceLimits rlimits;
@@ -99,6 +115,12 @@ struct ContainPlan {
   // With mntns_fd: a detached clone of the prepared root (open_tree(OPEN_TREE_CLONE)), attached
   // at `rootfs` (kSpawnerRoot) inside the copy.
   int rootfs_tree_fd = -1;
+  // A pre-made network namespace (MakeNetworkNamespace: owned by the initial user namespace,
+  // loopback up) the child enters; -1: the clone passed CLONE_NEWNET and the child brings the
+  // new namespace's loopback up itself. Either way the namespace is this sandbox's alone.
+  int netns_fd = -1;
+  // Benchmarks only (nullptr in production): CLOCK_MONOTONIC ns after each ContainPhase.
+  uint64_t* trace = nullptr;
 
   // Keeps `s` alive for the plan's lifetime and returns a stable pointer to it.
   const char* Keep(std::string s);
@@ -128,7 +150,20 @@ enum ContainStep : int {
   kStepSignals,
   kStepSpawnerNs,
   kStepAttachRoot,
+  kStepNetns,
   kMountBase = 100,
+};
+
+// What plan.trace[i] marks the end of (the first entry: the child's first instruction).
+enum ContainPhase : int {
+  kPhaseChildStart = 0,
+  kPhaseCgroupJoined,  // cgroup join (+ sync wait) + setsid
+  kPhaseNamespaces,    // setns net, setns + unshare mnt, unshare cgroup, MS_PRIVATE, attach
+  kPhaseMounts,        // the plan's mount ops
+  kPhasePivot,         // pivot_root + detach of the old root
+  kPhaseUserns,        // hostname, loopback (without netns_fd), setns user + become root
+  kPhaseSeccomp,       // rlimits, caps, descriptors, seccomp, signals
+  kContainPhases,      // (count; the exec follows)
 };
 
 struct ContainFailure {
@@ -149,6 +184,15 @@ inline constexpr const char* kSpawnerRoot = "/root";
 // nothing changes in the caller's namespace). Returns an O_CLOEXEC descriptor of the namespace
 // (kept high, >= 100); it lives as long as the descriptor.
 Result<UniqueFd> MakeSpawnerNamespace(const std::string& scratch_dir);
+
+// A new network namespace with its loopback up, owned by the calling thread's user namespace
+// (the agent's: the initial one), held by an O_CLOEXEC descriptor kept high (>= 100). The
+// calling thread unshares into it, configures it and returns with setns(home_netns_fd) to
+// the namespace it was in (`home_netns_fd`: that namespace, opened before); if it cannot
+// return, the error says so and the caller must not use the thread for anything else.
+// Allocates nothing of a sandbox's; a namespace lives as long as its descriptor or a process
+// in it, so a crash of the agent frees every one not yet entered.
+Result<UniqueFd> MakeNetworkNamespace(int home_netns_fd);
 
 // Runs the plan's mount ops in order (step 4). Allocation-free. Returns 0, or an errno with
 // the failing op's index in *failed.

@@ -21,6 +21,7 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <regex>
 #include <set>
@@ -114,6 +115,182 @@ Result<UniqueFd> MakeUserNamespace(const IdRange& range) {
   (void)holder.Wait();  // the stack must outlive the child
   return fd;
 }
+
+// Namespaces made ahead, off the start path (as the disk pool makes disks): network namespaces
+// with their loopback up, and user namespaces each mapping a uid range leased for it under an
+// internal owner name ("nspool-<hex>", never a sandbox id or slot name). One background thread
+// keeps `netns` and `userns` of them ready; after a Take it waits `refill_delay` first, so a
+// replacement is not made beside the start that took one. Every namespace is handed out once:
+// a used one lives and dies with its sandbox, never comes back.
+//
+// Ownership: the thread is the agent's, in the initial user namespace, so each network
+// namespace is owned by the initial user namespace — as the one the sandbox child's clone made
+// before. Root inside the sandbox (root of its own child user namespace) has no CAP_NET_ADMIN
+// over it. The user namespaces are the same ones MakeUserNamespace makes at Create.
+// Cleanup: the namespaces are held by descriptors only (no bind mounts, no processes), so they
+// go when the pool closes them or the agent dies; the leases of unused user namespaces are
+// released by the destructor, or after a crash by recovery (IdRangeAllocator::Reconcile frees
+// leases whose owner is no live sandbox and in whose range no process runs).
+class NamespacePool {
+ public:
+  struct Options {
+    size_t netns = 0;
+    size_t userns = 0;
+    std::chrono::milliseconds refill_delay{200};
+    std::chrono::milliseconds retry_after{1000};
+  };
+  struct UserNs {
+    IdRange range;
+    UniqueFd fd;
+  };
+
+  NamespacePool(IdRangeAllocator* ids, Options o) : ids_(ids), o_(o) {
+    if (o_.netns > 0 || o_.userns > 0) thread_ = std::thread([this] { Loop(); });
+  }
+  ~NamespacePool() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+      cv_.notify_all();
+    }
+    if (thread_.joinable()) thread_.join();
+    net_.clear();  // closing the last reference destroys each namespace
+    for (UserNs& u : users_) {
+      u.fd.Reset();
+      if (Status st = ids_->Release(u.range.slot); !st.ok()) {
+        log::Warn("releasing a pooled uid range failed", {{"error", st.ToString()}});
+      }
+    }
+  }
+  NamespacePool(const NamespacePool&) = delete;
+  NamespacePool& operator=(const NamespacePool&) = delete;
+
+  // A pre-made network namespace, or an invalid descriptor when none is ready.
+  UniqueFd TakeNetns() {
+    std::lock_guard lock(mu_);
+    if (net_.empty()) return UniqueFd();
+    UniqueFd fd = std::move(net_.front());
+    net_.pop_front();
+    Taken();
+    return fd;
+  }
+
+  // A pre-made user namespace whose range's lease now names `owner`, or nullopt when none is
+  // ready (or renaming its lease failed: then it is released and the caller makes one).
+  std::optional<UserNs> TakeUserns(const std::string& owner) {
+    std::optional<UserNs> u;
+    {
+      std::lock_guard lock(mu_);
+      if (users_.empty()) return std::nullopt;
+      u.emplace(std::move(users_.front()));
+      users_.pop_front();
+      Taken();
+    }
+    if (Status st = ids_->Rename(u->range.slot, owner); !st.ok()) {
+      log::Warn("renaming a pooled uid range lease failed; making a user namespace instead",
+                {{"owner", owner}, {"error", st.ToString()}});
+      u->fd.Reset();
+      (void)ids_->Release(u->range.slot);
+      return std::nullopt;
+    }
+    return u;
+  }
+
+  bool WaitFull(std::chrono::milliseconds timeout) const {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [this] { return FullLocked(); });
+  }
+
+ private:
+  bool FullLocked() const {
+    return (net_broken_ || net_.size() >= o_.netns) && users_.size() >= o_.userns;
+  }
+  void Taken() {
+    last_take_ = std::chrono::steady_clock::now();
+    cv_.notify_all();
+  }
+
+  Result<UserNs> MakeUser() {
+    // Fresh randomness per name: a generator's state would be shared by a fork of the agent.
+    std::random_device rd;
+    const std::string owner = fmt::format("nspool-{:08x}{:08x}", rd(), rd());
+    HANGAR_ASSIGN_OR_RETURN(IdRange range, ids_->Allocate(owner));
+    Result<UniqueFd> fd = MakeUserNamespace(range);
+    if (!fd.ok()) {
+      (void)ids_->Release(range.slot);
+      return fd.status();
+    }
+    return UserNs{range, std::move(*fd)};
+  }
+
+  void Loop() {
+    // This thread's own network namespace, to come back to after making each new one.
+    Result<UniqueFd> home = OpenFile("/proc/thread-self/ns/net", O_RDONLY);
+    std::unique_lock lock(mu_);
+    if (!home.ok()) {
+      log::Warn("no network namespace pool", {{"error", home.status().ToString()}});
+      net_broken_ = true;
+    }
+    while (!stop_) {
+      const bool want_net = !net_broken_ && net_.size() < o_.netns;
+      const bool want_user = users_.size() < o_.userns;
+      if (!want_net && !want_user) {
+        cv_.notify_all();  // full: WaitFull
+        cv_.wait(lock);
+        continue;
+      }
+      const auto quiet_until = last_take_ + o_.refill_delay;
+      if (std::chrono::steady_clock::now() < quiet_until) {
+        cv_.wait_until(lock, quiet_until, [this] { return stop_; });
+        continue;
+      }
+      lock.unlock();
+      Status failed;
+      std::optional<UniqueFd> net;
+      std::optional<UserNs> user;
+      if (want_net) {
+        auto ns = internal::MakeNetworkNamespace(home->get());
+        if (ns.ok()) {
+          net.emplace(std::move(*ns));
+        } else {
+          failed = ns.status();
+        }
+      }
+      if (want_user) {
+        auto u = MakeUser();
+        if (u.ok()) {
+          user.emplace(std::move(*u));
+        } else if (failed.ok()) {
+          failed = u.status();
+        }
+      }
+      lock.lock();
+      if (net) net_.push_back(std::move(*net));
+      if (user) users_.push_back(std::move(*user));
+      cv_.notify_all();
+      if (!failed.ok()) {
+        if (want_net && !net) {
+          // The cold path makes its own (CLONE_NEWNET); a thread that could not come back to
+          // its namespace must make no more.
+          net_broken_ = true;
+        }
+        log::Warn("namespace pool: making a namespace failed", {{"error", failed.ToString()}});
+        cv_.wait_for(lock, o_.retry_after, [this] { return stop_; });
+      }
+    }
+  }
+
+  IdRangeAllocator* ids_;
+  const Options o_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  std::deque<UniqueFd> net_;
+  std::deque<UserNs> users_;
+  bool net_broken_ = false;
+  bool stop_ = false;
+  std::chrono::steady_clock::time_point last_take_{};
+  std::thread thread_;
+};
 
 // What the claim helper does inside a pooled sandbox: hostname = the public id, /tmp resized
 // to the claimed memory limit. Runs in a CLONE_VM|CLONE_VFORK child (setns(CLONE_NEWNS) is
@@ -412,6 +589,9 @@ class NsDriver final : public Driver {
 
   WarmPoolStats warm_stats() const;
   bool WaitWarmFull(std::chrono::milliseconds timeout) const;
+  bool WaitNamespacesFull(std::chrono::milliseconds timeout) const {
+    return !ns_pool_ || ns_pool_->WaitFull(timeout);
+  }
 
  private:
   struct WarmSlots {
@@ -420,7 +600,11 @@ class NsDriver final : public Driver {
     size_t in_flight = 0;
   };
 
-  Status Start(NsSandbox& sb, const SandboxSpec& spec, const storage::TemplateInfo& tmpl);
+  // `pooled_namespaces`: take pre-made namespaces from the namespace pool (cold Creates only;
+  // warm pool slots start in the background and make their own, so that refilling the warm
+  // pool never sets off namespace-pool refills beside a claim).
+  Status Start(NsSandbox& sb, const SandboxSpec& spec, const storage::TemplateInfo& tmpl,
+               bool pooled_namespaces);
   Status ApplyLimits(NsSandbox& sb, const Resources& r);
   Status Claim(NsSandbox& sb, const SandboxSpec& spec);
   Status WriteState(const NsSandbox& sb, const SandboxSpec& spec);
@@ -442,6 +626,7 @@ class NsDriver final : public Driver {
   UniqueFd spawner_ns_;
   int last_cap_ = 0;
   std::unique_ptr<storage::DiskPool> pool_;
+  std::unique_ptr<NamespacePool> ns_pool_;  // made after recovery (which frees its old leases)
   std::mutex mu_;
   std::set<std::string> creating_;  // ids being created (a second Create is already_exists)
   std::optional<std::pair<RecoveryReport, std::vector<SandboxPtr>>> recovered_;
@@ -547,6 +732,13 @@ Status NsDriver::Open() {
   }
   HANGAR_ASSIGN_OR_RETURN(pool_, storage::DiskPool::Create(o_.disk_pool));
   pool_->StartBackgroundRefill();
+  if (o_.netns_pool > 0 || o_.userns_pool > 0) {
+    NamespacePool::Options no;
+    no.netns = o_.netns_pool;
+    no.userns = o_.userns_pool;
+    no.refill_delay = o_.disk_pool.refill_delay;
+    ns_pool_ = std::make_unique<NamespacePool>(o_.ids, no);
+  }
 
   for (const WarmPoolEntry& e : o_.warm_pool.entries) {
     if (e.size == 0) continue;
@@ -661,7 +853,7 @@ Result<SandboxPtr> NsDriver::Create(const SandboxSpec& spec) {
   info.driver = kDriverName;
   info.created_at = clock_->WallNow();
   auto sb = std::make_unique<NsSandbox>(this, std::move(info), paths);
-  Status st = Start(*sb, spec, tmpl);
+  Status st = Start(*sb, spec, tmpl, /*pooled_namespaces=*/true);
   done();
   if (!st.ok()) {
     (void)sb->Destroy();  // releases whatever Start got to
@@ -695,15 +887,24 @@ Status NsDriver::ApplyLimits(NsSandbox& sb, const Resources& r) {
   return Status::Ok();
 }
 
-Status NsDriver::Start(NsSandbox& sb, const SandboxSpec& spec, const storage::TemplateInfo& tmpl) {
+Status NsDriver::Start(NsSandbox& sb, const SandboxSpec& spec, const storage::TemplateInfo& tmpl,
+                       bool pooled_namespaces) {
+  NamespacePool* ns_pool = pooled_namespaces ? ns_pool_.get() : nullptr;
   const Paths& p = sb.paths_;
   const Resources& r = spec.resources;
 
-  // 1. Ids: a host uid/gid range of its own, and the user namespace that maps it.
-  HANGAR_ASSIGN_OR_RETURN(IdRange range, o_.ids->Allocate(spec.id));
-  sb.range_ = range;
+  // 1. Ids: a host uid/gid range of its own, and the user namespace that maps it — made ahead
+  // by the namespace pool when it has one ready.
+  if (auto pooled = ns_pool ? ns_pool->TakeUserns(spec.id) : std::nullopt) {
+    sb.range_ = pooled->range;
+    sb.userns_ = std::move(pooled->fd);
+  } else {
+    HANGAR_ASSIGN_OR_RETURN(IdRange allocated, o_.ids->Allocate(spec.id));
+    sb.range_ = allocated;
+    HANGAR_ASSIGN_OR_RETURN(sb.userns_, MakeUserNamespace(allocated));
+  }
+  const IdRange range = *sb.range_;
   sb.info_.uid_base = range.first;
-  HANGAR_ASSIGN_OR_RETURN(sb.userns_, MakeUserNamespace(range));
 
   // 2. Its own disk: the writable layer lives there, so the quota covers everything it writes.
   HANGAR_ASSIGN_OR_RETURN(sb.disk_, pool_->Take(static_cast<uint64_t>(r.disk_mb)));
@@ -771,8 +972,12 @@ Status NsDriver::Start(NsSandbox& sb, const SandboxSpec& spec, const storage::Te
   internal::ContainPlan plan;
   HANGAR_ASSIGN_OR_RETURN(Pipe report, MakePipe());
   // The child joins its cgroup itself: this thread sleeps until the child's exec (CLONE_VFORK).
+  // On v1 through `tasks`: the child is single-threaded, and moving one thread skips the
+  // threadgroup lock whose write side waits for an RCU grace period (contain.h).
   for (const std::string& dir : o_.cgroups->Paths(spec.id)) {
-    plan.cgroup_procs.push_back(plan.Keep(dir + "/cgroup.procs"));
+    const std::string tasks = dir + "/tasks";
+    plan.cgroup_join.push_back(
+        plan.Keep(::access(tasks.c_str(), W_OK) == 0 ? tasks : dir + "/cgroup.procs"));
   }
   // The child builds its root in a copy of the spawner namespace, where the overlay is
   // attached (from a detached clone of it) at kSpawnerRoot; without one, in a copy of ours.
@@ -819,6 +1024,10 @@ Status NsDriver::Start(NsSandbox& sb, const SandboxSpec& spec, const storage::Te
   // posix_spawn's way (CLONE_VM|CLONE_VFORK): no copy of the agent's page tables; the stack
   // is the child's until its exec, which is when clone returns here.
   std::vector<char> stack(256 * 1024);
+  // A network namespace made ahead (taken last, so that nothing before wastes one); without
+  // one the clone makes it. Either way it is this sandbox's alone and dies with it.
+  UniqueFd netns = ns_pool ? ns_pool->TakeNetns() : UniqueFd();
+  plan.netns_fd = netns.get();
   int pidfd = -1;
   pid_t pid;
   {
@@ -828,11 +1037,13 @@ Status NsDriver::Start(NsSandbox& sb, const SandboxSpec& spec, const storage::Te
         [](void* arg) -> int { internal::RunContained(*static_cast<internal::ContainPlan*>(arg)); },
         stack.data() + stack.size(),
         CLONE_VM | CLONE_VFORK | CLONE_PIDFD | (spawner_ns_.valid() ? 0 : CLONE_NEWNS) |
-            CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD,
+            (netns.valid() ? 0 : CLONE_NEWNET) | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
+            SIGCHLD,
         &plan, &pidfd);
   }
   if (pid < 0) return Status::FromErrno(errno, "clone(VM|VFORK|NEWPID|NEWNET|NEWUTS|NEWIPC)");
   rootfs_tree.Reset();  // attached in the child's namespace, or dissolved if it failed first
+  netns.Reset();        // the child is in it (or died): the sandbox's processes hold it now
   sb.init_.emplace(Child::Adopt(pid));
   sb.init_pidfd_.Reset(pidfd);
   sb.info_.init_pid = static_cast<int>(pid);
@@ -940,7 +1151,7 @@ Status NsDriver::StartSlot(size_t i) {
   info.driver = kDriverName;
   info.created_at = clock_->WallNow();
   auto sb = std::make_unique<NsSandbox>(this, std::move(info), paths);
-  if (Status st = Start(*sb, spec, tmpl); !st.ok()) {
+  if (Status st = Start(*sb, spec, tmpl, /*pooled_namespaces=*/false); !st.ok()) {
     (void)sb->Destroy();
     return st.With(fmt::format("starting pool slot for template {}", e.template_name));
   }
@@ -1214,6 +1425,11 @@ WarmPoolStats GetWarmPoolStats(const Driver& driver) {
 bool WaitForWarmPool(const Driver& driver, std::chrono::milliseconds timeout) {
   const auto* ns = dynamic_cast<const NsDriver*>(&driver);
   return ns ? ns->WaitWarmFull(timeout) : true;
+}
+
+bool WaitForNamespacePool(const Driver& driver, std::chrono::milliseconds timeout) {
+  const auto* ns = dynamic_cast<const NsDriver*>(&driver);
+  return ns ? ns->WaitNamespacesFull(timeout) : true;
 }
 
 }  // namespace hangar::node

@@ -1,13 +1,19 @@
 // The shared-tier driver end to end, with a real kernel: namespaces, id-mapped overlay on a
 // loop disk, cgroup limits, seccomp. The sandbox's init here is busybox (static) running a
 // script, whose output lands in the console log; envd-based exec is tested with envd.
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/nsfs.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
+#include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -36,6 +42,55 @@ int CountLoopDevicesUnder(const std::string& dir) {
     if (backing.ok() && backing->rfind(dir, 0) == 0) ++n;
   }
   return n;
+}
+
+// The network namespaces (nsfs inode numbers) process `pid`'s descriptors refer to, other than
+// the one it is in.
+std::set<ino_t> NetnsHeldByFds(const std::string& pid) {
+  std::set<ino_t> out;
+  struct stat own;
+  const bool have_own = ::stat(("/proc/" + pid + "/ns/net").c_str(), &own) == 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/" + pid + "/fd", ec)) {
+    std::error_code ec2;
+    std::string target = std::filesystem::read_symlink(e.path(), ec2).string();
+    if (target.rfind("net:[", 0) == 0) out.insert(std::stoull(target.substr(5)));
+  }
+  // The namespace the process is in (the pool thread keeps a descriptor of it to return to).
+  if (have_own) out.erase(own.st_ino);
+  return out;
+}
+
+// Whether any process (a task's namespace or a descriptor) or mount refers to network
+// namespace `ino`: a namespace nothing refers to is gone.
+bool NetnsReferenced(ino_t ino) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    std::string pid = e.path().filename();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (NetnsHeldByFds(pid).count(ino)) return true;
+    std::error_code ec2;
+    for (const auto& t : std::filesystem::directory_iterator(e.path() / "task", ec2)) {
+      struct stat st;
+      if (::stat((t.path() / "ns/net").c_str(), &st) == 0 && st.st_ino == ino) return true;
+    }
+  }
+  std::string mounts = ReadFile("/proc/self/mountinfo").value_or("");
+  return mounts.find("net:[" + std::to_string(ino) + "]") != std::string::npos;
+}
+
+// The inode of the user namespace owning the namespace file `path` (0 on error).
+ino_t OwnerUserns(const std::string& path) {
+  UniqueFd ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ns.valid()) return 0;
+  UniqueFd owner(::ioctl(ns.get(), NS_GET_USERNS));
+  struct stat st;
+  return owner.valid() && ::fstat(owner.get(), &st) == 0 ? st.st_ino : 0;
+}
+
+ino_t NsInode(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
 }
 
 class NsDriverTest : public ::testing::Test {
@@ -111,6 +166,8 @@ class NsDriverTest : public ::testing::Test {
     o.init_args = std::move(init_args);
     o.wait_for_envd = false;
     o.disk_pool.targets = {{64, 1}};
+    o.userns_pool = 2;  // opt-in in the driver; these tests cover it
+    if (tweak_) tweak_(o);
     auto d = NewNsDriver(o);
     ASSERT_TRUE(d.ok()) << d.status().ToString();
     driver_ = std::move(*d);
@@ -159,6 +216,7 @@ class NsDriverTest : public ::testing::Test {
   // Everything a sandbox can hold on the host, counted.
   struct Counts {
     int mounts = 0, loops = 0, cgroups = 0, root_io_rules = 0, processes = 0, leases = 0;
+    int netns_fds = 0;  // network namespaces this process (the driver's) holds descriptors of
     friend bool operator==(const Counts&, const Counts&) = default;
   };
   Counts Count() {
@@ -178,13 +236,25 @@ class NsDriverTest : public ::testing::Test {
     }
     auto leases = ids_->Leases();
     c.leases = leases.ok() ? static_cast<int>(leases->size()) : -1;
+    c.netns_fds = static_cast<int>(NetnsHeldByFds(std::to_string(::getpid())).size());
     return c;
+  }
+  // Leases of sandboxes (and warm pool slots), not of the namespace pool's user namespaces.
+  size_t SandboxLeases() {
+    auto leases = ids_->Leases();
+    EXPECT_TRUE(leases.ok());
+    size_t n = 0;
+    if (leases.ok()) {
+      for (const auto& [slot, owner] : *leases) n += owner.rfind("nspool-", 0) == 0 ? 0 : 1;
+    }
+    return n;
   }
   static std::string Show(const Counts& c) {
     return "mounts=" + std::to_string(c.mounts) + " loops=" + std::to_string(c.loops) +
            " cgroups=" + std::to_string(c.cgroups) +
            " root_io_rules=" + std::to_string(c.root_io_rules) +
-           " processes=" + std::to_string(c.processes) + " leases=" + std::to_string(c.leases);
+           " processes=" + std::to_string(c.processes) + " leases=" + std::to_string(c.leases) +
+           " netns_fds=" + std::to_string(c.netns_fds);
   }
 
   TempDir tmp_;
@@ -193,6 +263,7 @@ class NsDriverTest : public ::testing::Test {
   CgroupBackendPtr cgroups_;
   std::unique_ptr<IdRangeAllocator> ids_;
   SeccompProgram seccomp_;
+  std::function<void(NsDriverOptions&)> tweak_;  // applied by OpenDriver
   DriverPtr driver_;
 };
 
@@ -252,7 +323,7 @@ TEST_F(NsDriverTest, BadSpecsCreateNothing) {
   EXPECT_NE(r.status().message().find("nope"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(data_ + "/sandboxes/bad1"));
   EXPECT_FALSE(std::filesystem::exists(data_ + "/sandboxes/bad2"));
-  EXPECT_TRUE(ids_->Leases()->empty());
+  EXPECT_TRUE(SandboxLeases() == 0);
 }
 
 TEST_F(NsDriverTest, FailedInitCleansUpEverything) {
@@ -279,7 +350,7 @@ TEST_F(NsDriverTest, FailedInitCleansUpEverything) {
   ASSERT_FALSE(sb.ok());
   EXPECT_NE(sb.status().message().find("init exited"), std::string::npos) << sb.status().message();
   EXPECT_FALSE(std::filesystem::exists(data_ + "/sandboxes/dies1"));
-  EXPECT_TRUE(ids_->Leases()->empty());
+  EXPECT_TRUE(SandboxLeases() == 0);
   EXPECT_TRUE(cgroups_->List()->empty());
 }
 
@@ -323,10 +394,10 @@ TEST_F(NsDriverTest, RestartAdoptsLiveAndCleansDead) {
   EXPECT_EQ(adopted[0]->Info().init_pid, pids[0]);
   EXPECT_TRUE(adopted[0]->GetUsage().ok());
   EXPECT_FALSE(std::filesystem::exists(data_ + "/sandboxes/dead1"));
-  EXPECT_EQ(ids_->Leases()->size(), 1u);
+  EXPECT_EQ(SandboxLeases(), 1u);
   EXPECT_TRUE(adopted[0]->Destroy().ok());
   EXPECT_EQ(::waitpid(pids[0], nullptr, 0), pids[0]);
-  EXPECT_TRUE(ids_->Leases()->empty());
+  EXPECT_TRUE(SandboxLeases() == 0);
   EXPECT_FALSE(std::filesystem::exists(data_ + "/sandboxes/live1"));
 }
 
@@ -436,6 +507,59 @@ TEST_F(NsDriverTest, WarmPoolClaimIsIndistinguishableFromCold) {
   EXPECT_TRUE(std::filesystem::is_empty(data_ + "/sandboxes", ec)) << ec.message();
 }
 
+// The network namespace a sandbox gets — pre-made by the namespace pool or made by the clone —
+// is owned by the host's user namespace, so root inside cannot reconfigure it: no link down,
+// no address, no new interface. Each sandbox has its own, and a pooled one is never reused.
+TEST_F(NsDriverTest, NetworkNamespaceIsTheSandboxsAloneAndNotReconfigurable) {
+  const std::string script =
+      "ip link set lo down; echo down=$?; ip addr add 10.9.9.9/32 dev lo; echo addr=$?; "
+      "ip link add d0 type dummy; echo add=$?; ip -o link show lo; ip -o addr show lo; "
+      "echo DONE; sleep 1000";
+  const ino_t host_userns = NsInode("/proc/self/ns/user");
+  const ino_t host_netns = NsInode("/proc/self/ns/net");
+  ASSERT_NE(host_userns, 0u);
+  for (size_t pool : {size_t{4}, size_t{0}}) {
+    SCOPED_TRACE("netns_pool=" + std::to_string(pool));
+    tweak_ = [pool](NsDriverOptions& o) { o.netns_pool = pool; };
+    ASSERT_NO_FATAL_FAILURE(OpenDriver({"sh", "-c", script}));
+    ASSERT_TRUE(WaitForNamespacePool(*driver_, 30s));
+    const std::set<ino_t> pooled = NetnsHeldByFds(std::to_string(::getpid()));
+    EXPECT_EQ(pooled.size(), pool) << "the pool keeps its namespaces by descriptor";
+    std::set<ino_t> seen;
+    for (int i = 0; i < 2; ++i) {
+      const std::string id = "net" + std::to_string(pool) + std::to_string(i);
+      auto sb = driver_->Create(Spec(id));
+      ASSERT_TRUE(sb.ok()) << sb.status().ToString();
+      std::string out = WaitForConsole(id, "DONE");
+      const std::string proc = "/proc/" + std::to_string((*sb)->Info().init_pid);
+      const ino_t netns = NsInode(proc + "/ns/net");
+      ASSERT_NE(netns, 0u);
+      EXPECT_NE(netns, host_netns);
+      EXPECT_TRUE(seen.insert(netns).second) << "two sandboxes share a network namespace";
+      if (pool > 0) {
+        EXPECT_TRUE(pooled.count(netns)) << "a cold start with a full pool takes a pooled one";
+        EXPECT_FALSE(NetnsHeldByFds(std::to_string(::getpid())).count(netns))
+            << "a taken namespace is not kept by the pool";
+      }
+      // Owned by the host's user namespace, not the sandbox's.
+      EXPECT_EQ(OwnerUserns(proc + "/ns/net"), host_userns);
+      EXPECT_NE(NsInode(proc + "/ns/user"), host_userns);
+      // Root inside cannot change it.
+      EXPECT_EQ(out.find("down=0"), std::string::npos) << out;
+      EXPECT_EQ(out.find("addr=0"), std::string::npos) << out;
+      EXPECT_EQ(out.find("add=0"), std::string::npos) << out;
+      EXPECT_NE(out.find("<LOOPBACK,UP,LOWER_UP>"), std::string::npos) << "lo is up: " << out;
+      EXPECT_NE(out.find("inet 127.0.0.1/8"), std::string::npos) << out;
+      EXPECT_EQ(out.find("10.9.9.9"), std::string::npos) << out;
+      EXPECT_EQ(out.find("d0"), std::string::npos) << out;
+      EXPECT_TRUE((*sb)->Destroy().ok());
+      EXPECT_FALSE(NetnsReferenced(netns)) << "a destroyed sandbox's namespace is gone";
+    }
+    driver_.reset();
+    for (ino_t ino : pooled) EXPECT_FALSE(NetnsReferenced(ino)) << "pooled namespace left";
+  }
+}
+
 TEST_F(NsDriverTest, NothingLeaksOnAnyPath) {
   const Counts before = Count();
   auto io_spec = [&](const std::string& id) {
@@ -498,12 +622,12 @@ TEST_F(NsDriverTest, RestartDestroysPoolSlotsAndRefills) {
   ASSERT_GE(agent, 0);
   if (agent == 0) {
     OpenDriver({"sh", "-c", "echo READY; sleep 1000"}, Warm(2));
-    bool full = WaitForWarmPool(*driver_, 60s);
+    bool full = WaitForWarmPool(*driver_, 60s) && WaitForNamespacePool(*driver_, 60s);
     auto spec = Spec("keep1");
     spec.env = {{"POOLVAR", "x"}};
     spec.resources.write_iops = 100;
     auto a = full ? driver_->Create(spec) : Result<SandboxPtr>(Status::Internal("not full"));
-    full = full && WaitForWarmPool(*driver_, 60s);
+    full = full && WaitForWarmPool(*driver_, 60s) && WaitForNamespacePool(*driver_, 60s);
     int pid = a.ok() && full ? (*a)->Info().init_pid : -1;
     (void)!::write(pipe->write.get(), &pid, sizeof pid);
     ::pause();
@@ -519,9 +643,24 @@ TEST_F(NsDriverTest, RestartDestroysPoolSlotsAndRefills) {
     if (name.rfind("pool-", 0) == 0) old_slots.push_back(name);
   }
   EXPECT_EQ(old_slots.size(), 2u);
+  // The agent's namespace pool: network namespaces held by its descriptors, user namespaces
+  // with their ranges leased under "nspool-" names.
+  const std::set<ino_t> pooled_netns = NetnsHeldByFds(std::to_string(agent));
+  EXPECT_EQ(pooled_netns.size(), 4u);
+  std::set<std::string> pooled_owners;
+  auto old_leases = ids_->Leases();
+  ASSERT_TRUE(old_leases.ok()) << old_leases.status().ToString();
+  for (const auto& [slot, owner] : *old_leases) {
+    if (owner.rfind("nspool-", 0) == 0) pooled_owners.insert(owner);
+  }
+  EXPECT_EQ(pooled_owners.size(), 2u);
   ASSERT_EQ(::kill(agent, SIGKILL), 0);
   ASSERT_EQ(::waitpid(agent, nullptr, 0), agent);
+  // Held by descriptors only: they died with the agent.
+  for (ino_t ino : pooled_netns) EXPECT_FALSE(NetnsReferenced(ino)) << "pooled netns survived";
 
+  // Without a user-namespace pool of its own, every "nspool-" lease left is the old run's.
+  tweak_ = [](NsDriverOptions& o) { o.userns_pool = 0; };
   ASSERT_NO_FATAL_FAILURE(OpenDriver({"sh", "-c", "sleep 1000"}, Warm(1)));
   auto rec = driver_->Recover();
   ASSERT_TRUE(rec.ok());
@@ -537,7 +676,14 @@ TEST_F(NsDriverTest, RestartDestroysPoolSlotsAndRefills) {
   // The adopted sandbox keeps its root blkio rule; everything else of the old run is gone.
   ASSERT_EQ(adopted.size(), 1u);
   EXPECT_TRUE(WaitForWarmPool(*driver_, 60s));
-  EXPECT_EQ(ids_->Leases()->size(), 2u) << "keep1 and the new slot";
+  size_t sandbox_leases = 0;
+  auto new_leases = ids_->Leases();
+  ASSERT_TRUE(new_leases.ok()) << new_leases.status().ToString();
+  for (const auto& [slot, owner] : *new_leases) {
+    EXPECT_NE(owner.rfind("nspool-", 0), 0u) << "recovery keeps the old pool's lease " << owner;
+    sandbox_leases += owner.rfind("nspool-", 0) == 0 ? 0 : 1;
+  }
+  EXPECT_EQ(sandbox_leases, 2u) << "keep1 and the new slot";
   EXPECT_EQ(Count().root_io_rules, 1) << "keep1's rule only";
   EXPECT_TRUE(adopted[0]->Destroy().ok());
   EXPECT_EQ(::waitpid(pid, nullptr, 0), pid);

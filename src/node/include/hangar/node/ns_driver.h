@@ -20,6 +20,19 @@
 // sandbox id is the hostname (uname, /proc/sys/kernel/hostname); it is not in the environment,
 // so a pre-started sandbox and a cold one look the same inside.
 //
+// Namespace pool (NsDriverOptions::netns_pool: 4 by default; userns_pool: 0, opt-in): a background
+// thread makes network namespaces (loopback up) and user namespaces (each with its uid range
+// leased under an internal owner name, "nspool-<hex>") ahead, off the start path; a cold
+// Create takes one of each when ready (else makes its own, as without a pool). Warm pool slots,
+// started in the background anyway, make their own, so refilling the warm pool never sets off
+// namespace-pool work beside a claim. Each is used by one
+// sandbox only and dies with it — never recycled. The network namespaces are made by the agent
+// in the initial user namespace and so owned by it, exactly like the one a sandbox's clone made
+// without the pool: root inside the sandbox has no CAP_NET_ADMIN (or any capability) over it.
+// Pooled namespaces are held by descriptors only: the driver's destructor (or the agent's
+// death) frees them; unused uid leases are released by the destructor, or by recovery after a
+// crash.
+//
 // Warm pool (NsDriverOptions::warm_pool, off by default): per template, N sandboxes started
 // ahead — disk, namespaces, cgroup and envd up — under internal slot names ("pool-<hex>",
 // never a valid sandbox id). Create(spec) claims one when the template matches, spec.disk_mb
@@ -127,6 +140,12 @@ struct NsDriverOptions {
   // Pool disks mounted ahead with upper/ and work/ made, moved into place at Create (saves a
   // mount and three directory operations on the start path). Off: mounted at Create.
   bool premount_disks = true;
+  // Namespaces kept ready for cold starts (see the header comment; 0: made at Create). Each
+  // pooled user namespace holds one uid range of `ids` while it waits, so the range a sandbox
+  // gets is no longer the lowest free one — opt-in (tests/security's host-process test assumes
+  // the first sandbox gets range 0; the benchmarks run with 2).
+  size_t netns_pool = 4;
+  size_t userns_pool = 0;
 };
 
 // Opens the driver: first recovers what a previous run left in data_dir (adopting whole
@@ -139,6 +158,9 @@ WarmPoolStats GetWarmPoolStats(const Driver& ns_driver);
 // Waits until every warm pool entry is full (true) or `timeout` passes (false). For tests and
 // benchmarks; production never needs to wait (a miss takes the cold path).
 bool WaitForWarmPool(const Driver& ns_driver, std::chrono::milliseconds timeout);
+// Waits until the namespace pool is full (true) or `timeout` passes (false); true at once
+// without a pool. For tests and benchmarks, like WaitForWarmPool.
+bool WaitForNamespacePool(const Driver& ns_driver, std::chrono::milliseconds timeout);
 
 // Checks a spec against the bounds without creating anything (the API validates with it too).
 Status ValidateSandboxSpec(const SandboxSpec& spec, const ResourceBounds& bounds);
