@@ -137,6 +137,17 @@ TEST_F(EnvdTest, RunStreamsStdoutStderrAndExitCode) {
   EXPECT_EQ(ok->error, "");
 }
 
+// A command gets stdio and nothing else of envd's: not its listening socket, not the
+// connection it is served on (tests/security runs the same check inside every tier).
+TEST_F(EnvdTest, CommandsInheritOnlyStdio) {
+  std::string out;
+  // The shell execs ls with what it started with; ls adds its own directory descriptor (3).
+  auto r = Sh("exec ls -1 /proc/self/fd", &out);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->exit_code, 0);
+  EXPECT_EQ(out, "0\n1\n2\n3\n");
+}
+
 TEST_F(EnvdTest, StdinIsDeliveredAndClosed) {
   Command c;
   c.cmd = "cat";
@@ -559,13 +570,17 @@ TEST_F(EnvdTest, WatchersReportCreateWriteRemove) {
   auto has = [&](const std::string& s) {
     return std::find(seen.begin(), seen.end(), s) != seen.end();
   };
-  // Atomic writes appear as the temporary file's create/write and a rename into place.
+  // An atomic write reads as a write in place (E2B's envd): a create and a write of the file
+  // itself; envd's temporary file never shows.
   EXPECT_TRUE(has("EVENT_TYPE_CREATE f.txt")) << ::testing::PrintToString(seen);
+  EXPECT_TRUE(has("EVENT_TYPE_WRITE f.txt")) << ::testing::PrintToString(seen);
   EXPECT_TRUE(has("EVENT_TYPE_CREATE sub/g.txt")) << ::testing::PrintToString(seen);
+  EXPECT_TRUE(has("EVENT_TYPE_WRITE sub/g.txt")) << ::testing::PrintToString(seen);
   EXPECT_TRUE(has("EVENT_TYPE_REMOVE f.txt")) << ::testing::PrintToString(seen);
-  EXPECT_TRUE(std::any_of(seen.begin(), seen.end(), [](const std::string& s) {
-    return s.rfind("EVENT_TYPE_WRITE ", 0) == 0;
+  EXPECT_FALSE(std::any_of(seen.begin(), seen.end(), [](const std::string& s) {
+    return s.find(".envd-") != std::string::npos;
   })) << ::testing::PrintToString(seen);
+  EXPECT_FALSE(has("EVENT_TYPE_RENAME f.txt")) << ::testing::PrintToString(seen);
   EXPECT_TRUE(client_->CallUnary("filesystem.Filesystem/RemoveWatcher", {{"watcherId", id}}).ok());
   EXPECT_EQ(client_->CallUnary("filesystem.Filesystem/GetWatcherEvents", {{"watcherId", id}})
                 .status()
@@ -594,7 +609,9 @@ TEST_F(EnvdTest, WatchDirStreams) {
             auto c = Client::Create(envd_->ClientEndpoint());
             EXPECT_TRUE(c->WriteFile("ws/new.txt", "x").ok());
           }
-          if (m.contains("filesystem") && m["filesystem"]["type"] == "EVENT_TYPE_RENAME") {
+          // The atomic write's last event: the write of the file itself.
+          if (m.contains("filesystem") && m["filesystem"]["type"] == "EVENT_TYPE_WRITE" &&
+              m["filesystem"]["name"] == "new.txt") {
             return Status::Cancelled("seen enough");  // hang up: envd must notice
           }
         }
@@ -884,6 +901,187 @@ TEST_F(EnvdTest, AccessTokenFromAFileStaysOutOfCommands) {
                   {.on_stdout = [&](std::string_view s) { out.append(s); }});
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(out, "unset\n");
+}
+
+// envd spawned here with its log captured (JSON on stderr), so a test can wait for what envd
+// says it did instead of sleeping.
+class LoggedEnvd {
+ public:
+  void Start(std::vector<std::string> args) {
+    std::vector<std::string> argv = {ENVD_BINARY, "--log-format", "json", "--log-level", "info"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    SpawnOptions so;
+    so.env = std::map<std::string, std::string>{{"PATH", "/usr/bin:/bin"}};
+    so.capture_stdout = true;
+    so.capture_stderr = true;
+    auto c = Child::Spawn(argv, so);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    child_ = std::move(*c);
+    std::string out;
+    ASSERT_TRUE(ReadUntil(child_.stdout_fd().get(), out, "\n", 10s)) << "no 'listening': " << out;
+    ASSERT_EQ(out.rfind("listening ", 0), 0u) << out;
+    endpoint_ = out.substr(10, out.find('\n') - 10);
+  }
+  // True once envd logged a line holding `text` (after the lines already consumed).
+  bool WaitForLog(const std::string& text, std::chrono::milliseconds within = 10s) {
+    bool found = ReadUntil(child_.stderr_fd().get(), log_, text, within);
+    if (found) log_.erase(0, log_.find(text) + text.size());
+    return found;
+  }
+  Endpoint At(std::string token) const {
+    Endpoint e;
+    e.unix_socket = endpoint_.substr(5);
+    e.access_token = std::move(token);
+    return e;
+  }
+  pid_t pid() const { return child_.pid(); }
+  const std::string& log() const { return log_; }
+  ~LoggedEnvd() {
+    if (child_.running()) {
+      (void)child_.Signal(SIGTERM);
+      auto st = child_.WaitFor(5s);
+      EXPECT_TRUE(st.ok() && st->success()) << "envd did not exit cleanly";
+    }
+  }
+
+ private:
+  static bool ReadUntil(int fd, std::string& buf, const std::string& text,
+                        std::chrono::milliseconds within) {
+    const auto deadline = std::chrono::steady_clock::now() + within;
+    while (buf.find(text) == std::string::npos) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      pollfd pfd{fd, POLLIN, 0};
+      if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) continue;
+      char chunk[4096];
+      ssize_t n = ::read(fd, chunk, sizeof chunk);
+      if (n <= 0) return false;
+      buf.append(chunk, static_cast<size_t>(n));
+    }
+    return true;
+  }
+  Child child_;
+  std::string endpoint_, log_;
+};
+
+// SIGHUP: envd re-reads --access-token-file (how the microVM tier re-keys a restored VM). The
+// new token is accepted and the old refused on every route (Connect, /files, signed URLs); a
+// request admitted before the reload runs to its end; an empty, missing or unreadable file
+// keeps the token in force; SIGHUP never stops envd.
+TEST_F(EnvdTest, SighupReloadsTheAccessTokenFile) {
+  client_.reset();
+  envd_.reset();
+  const std::string token_file = tmp_.path() + "/token";
+  ASSERT_TRUE(WriteFileAtomic(token_file, "old-token\n", 0600).ok());
+  LoggedEnvd e;
+  ASSERT_NO_FATAL_FAILURE(e.Start({"--listen", "unix:" + tmp_.path() + "/hup.sock", "--root", root_,
+                                   "--access-token-file", token_file}));
+  auto old_client = Client::Create(e.At("old-token"));
+  auto new_client = Client::Create(e.At("new-token"));
+  ASSERT_TRUE(old_client.ok() && new_client.ok());
+  ASSERT_TRUE(old_client->List().ok());
+  EXPECT_EQ(new_client->List().status().code(), Code::kUnauthenticated);
+
+  // A command admitted with the old token, still running across the reload.
+  const std::string go = Host("/tmp/go");
+  std::string in_flight_out;
+  Result<ExitInfo> in_flight = Status::Internal("not run");
+  std::thread runner([&] {
+    in_flight = old_client->Run(
+        Command{.cmd = "/bin/sh",
+                .args = {"-c", "while [ ! -e " + go + " ]; do sleep 0.01; done; echo finished"}},
+        {.on_stdout = [&](std::string_view s) { in_flight_out.append(s); }});
+  });
+  bool started = false;
+  for (int i = 0; i < 500 && !started; ++i) {
+    auto l = old_client->List();
+    started = l.ok() && !l->empty();
+  }
+  ASSERT_TRUE(started) << "the in-flight command never started";
+
+  ASSERT_TRUE(WriteFileAtomic(token_file, "new-token\n", 0600).ok());
+  ASSERT_EQ(::kill(e.pid(), SIGHUP), 0);
+  ASSERT_TRUE(e.WaitForLog("access token reloaded")) << e.log();
+  EXPECT_TRUE(new_client->List().ok());
+  EXPECT_EQ(old_client->List().status().code(), Code::kUnauthenticated);
+  EXPECT_EQ(old_client->ReadFile("/etc/passwd", "root").status().code(), Code::kUnauthenticated);
+  EXPECT_TRUE(new_client->ReadFile("/etc/passwd", "root").ok());
+  auto h = api::HttpClient::Create("unix:" + tmp_.path() + "/hup.sock", api::ClientOptions{});
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  auto signed_read = [&](const std::string& token) {
+    std::string sig = "v1_" + internal::Base64RawEncode(Sha256("/etc/passwd:read:root:" + token));
+    return h->Get("/files?path=/etc/passwd&username=root&signature=" + api::PercentEncode(sig))
+        ->status;
+  };
+  EXPECT_EQ(signed_read("new-token"), 200);
+  EXPECT_EQ(signed_read("old-token"), 401);
+
+  ASSERT_TRUE(WriteFile(go, "").ok());
+  runner.join();
+  ASSERT_TRUE(in_flight.ok()) << in_flight.status().ToString();
+  EXPECT_EQ(in_flight->exit_code, 0);
+  EXPECT_EQ(in_flight_out, "finished\n");
+
+  // Bad files: the token in force stays, and envd says why.
+  ASSERT_TRUE(WriteFileAtomic(token_file, "\n", 0600).ok());
+  ASSERT_EQ(::kill(e.pid(), SIGHUP), 0);
+  ASSERT_TRUE(e.WaitForLog("access token not reloaded")) << e.log();
+  EXPECT_TRUE(new_client->List().ok());
+  ASSERT_EQ(::unlink(token_file.c_str()), 0);
+  ASSERT_EQ(::kill(e.pid(), SIGHUP), 0);
+  ASSERT_TRUE(e.WaitForLog("access token not reloaded")) << e.log();
+  EXPECT_TRUE(new_client->List().ok());
+  auto open = Client::Create(e.At(""));
+  EXPECT_EQ(open->List().status().code(), Code::kUnauthenticated) << "a bad file opened envd";
+  EXPECT_EQ(old_client->List().status().code(), Code::kUnauthenticated);
+  ASSERT_TRUE(MakeDirs(token_file).ok());  // a directory: read() fails
+  ASSERT_EQ(::kill(e.pid(), SIGHUP), 0);
+  ASSERT_TRUE(e.WaitForLog("access token not reloaded")) << e.log();
+  EXPECT_TRUE(new_client->List().ok());
+  ASSERT_TRUE(RemoveTree(token_file).ok());
+  // And once the file is good again, a later SIGHUP takes it.
+  ASSERT_TRUE(WriteFileAtomic(token_file, "third-token", 0600).ok());
+  ASSERT_EQ(::kill(e.pid(), SIGHUP), 0);
+  ASSERT_TRUE(e.WaitForLog("access token reloaded")) << e.log();
+  EXPECT_EQ(new_client->List().status().code(), Code::kUnauthenticated);
+  EXPECT_TRUE(Client::Create(e.At("third-token"))->List().ok());
+}
+
+// Without --access-token-file, SIGHUP changes nothing (and does not stop envd).
+TEST_F(EnvdTest, SighupWithoutATokenFileKeepsTheToken) {
+  client_.reset();
+  envd_.reset();
+  LoggedEnvd e;
+  ASSERT_NO_FATAL_FAILURE(
+      e.Start({"--listen", "unix:" + tmp_.path() + "/hup2.sock", "--root", root_}));
+  ASSERT_EQ(::kill(e.pid(), SIGHUP), 0);
+  ASSERT_TRUE(e.WaitForLog("SIGHUP ignored")) << e.log();
+  EXPECT_TRUE(Client::Create(e.At(""))->List().ok());
+}
+
+// The post-restore guest options refuse bad input with a message naming it, and
+// --reload-token never signals an init that is not envd (here: the host's).
+TEST_F(EnvdTest, GuestSeedAndReloadOptionsRefuseBadInput) {
+  auto run = [](std::vector<std::string> args) {
+    args.insert(args.begin(), ENVD_BINARY);
+    auto r = RunCommand(args, 10s);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : CommandOutput{};
+  };
+  auto bad_digit = run({"--seed-rng", std::string(63, 'a') + "g"});
+  EXPECT_EQ(bad_digit.status.code, 1);
+  EXPECT_NE(bad_digit.err.find("'g' at offset 63 is not a hex digit"), std::string::npos)
+      << bad_digit.err;
+  auto short_seed = run({"--seed-rng", "abcd"});
+  EXPECT_EQ(short_seed.status.code, 1);
+  EXPECT_NE(short_seed.err.find("32-512 bytes"), std::string::npos) << short_seed.err;
+  auto odd = run({"--seed-rng", std::string(65, 'a')});
+  EXPECT_EQ(odd.status.code, 1);
+  EXPECT_NE(odd.err.find("got 65 digits"), std::string::npos) << odd.err;
+  auto reload = run({"--reload-token"});
+  EXPECT_EQ(reload.status.code, 1);
+  EXPECT_NE(reload.err.find("is not this envd"), std::string::npos) << reload.err;
 }
 
 TEST_F(EnvdTest, ServesOnTcpToo) {

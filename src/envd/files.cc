@@ -142,10 +142,11 @@ std::string RandomSuffix() {
 }  // namespace
 
 Status Service::CheckFilesAuth(const api::Request& req, std::string_view operation) const {
-  if (o_.access_token.empty()) return Status::Ok();
+  const std::string token = AccessToken();
+  if (token.empty()) return Status::Ok();
   std::string_view header = req.header("X-Access-Token");
   if (!header.empty()) {
-    if (ConstantTimeEquals(header, o_.access_token)) return Status::Ok();
+    if (ConstantTimeEquals(header, token)) return Status::Ok();
     return Status::Unauthenticated("access token present in header but does not match");
   }
   HANGAR_ASSIGN_OR_RETURN(api::QueryParams q, req.query());
@@ -156,7 +157,7 @@ Status Service::CheckFilesAuth(const api::Request& req, std::string_view operati
   }
   std::string path(q.Get("path").value_or(""));
   std::string username(q.Get("username").value_or(""));
-  std::string text = path + ":" + std::string(operation) + ":" + username + ":" + o_.access_token;
+  std::string text = path + ":" + std::string(operation) + ":" + username + ":" + token;
   auto expiration = q.Get("signature_expiration");
   if (expiration) text += ":" + std::string(*expiration);
   std::string expected = "v1_" + Base64RawEncode(Sha256(text));

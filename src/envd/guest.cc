@@ -1,6 +1,8 @@
 #include "guest.h"
 
 #include <fcntl.h>
+#include <linux/random.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -86,6 +88,67 @@ Status SetClock(int64_t unix_nanos) {
   if (::clock_settime(CLOCK_REALTIME, &ts) != 0) {
     return Status::FromErrno(errno, "clock_settime(CLOCK_REALTIME)");
   }
+  return Status::Ok();
+}
+
+Result<std::string> ParseSeedHex(std::string_view hex) {
+  constexpr size_t kMin = 32, kMax = 512;
+  if (hex.size() % 2 != 0 || hex.size() / 2 < kMin || hex.size() / 2 > kMax) {
+    return Status::InvalidArgument(
+        fmt::format("--seed-rng wants {}-{} bytes as hex (an even number of digits), got {} digits",
+                    kMin, kMax, hex.size()));
+  }
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string bytes(hex.size() / 2, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) {
+      return Status::InvalidArgument(fmt::format("--seed-rng: '{}' at offset {} is not a hex digit",
+                                                 hi < 0 ? hex[2 * i] : hex[2 * i + 1],
+                                                 hi < 0 ? 2 * i : 2 * i + 1));
+    }
+    bytes[i] = static_cast<char>(hi << 4 | lo);
+  }
+  return bytes;
+}
+
+Status SeedKernelRng(std::string_view hex) {
+  HANGAR_ASSIGN_OR_RETURN(std::string seed, ParseSeedHex(hex));
+  HANGAR_ASSIGN_OR_RETURN(UniqueFd fd, OpenFile("/dev/urandom", O_WRONLY));
+  // A write mixes the bytes into the input pool without crediting entropy (any user may write);
+  // it does not touch the CRNG's key: the reseed below does.
+  ssize_t n;
+  do {
+    n = ::write(fd.get(), seed.data(), seed.size());
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(seed.size())) {
+    return Status::FromErrno(n < 0 ? errno : EIO, "write(/dev/urandom)");
+  }
+  if (::ioctl(fd.get(), RNDRESEEDCRNG) != 0) {
+    return Status::FromErrno(errno, "ioctl(/dev/urandom, RNDRESEEDCRNG)");
+  }
+  return Status::Ok();
+}
+
+Status SignalInitToReloadToken() {
+  // Only envd as PID 1 re-reads its token on SIGHUP; anything else (a host's init, when this
+  // runs outside a guest by mistake) must never get the signal.
+  auto exe = [](const char* link) -> std::string {
+    char buf[4096];
+    ssize_t n = ::readlink(link, buf, sizeof buf);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+  };
+  const std::string init = exe("/proc/1/exe"), self = exe("/proc/self/exe");
+  if (init.empty() || init != self) {
+    return Status::FailedPrecondition(fmt::format(
+        "--reload-token: PID 1 ({}) is not this envd ({})", init.empty() ? "unknown" : init, self));
+  }
+  if (::kill(1, SIGHUP) != 0) return Status::FromErrno(errno, "kill(1, SIGHUP)");
   return Status::Ok();
 }
 

@@ -6,9 +6,10 @@
 //        [--relay-from /run/hangar/envd.sock]  also accept there, relayed to the unix --listen
 //                                              socket (gVisor's host-backed sockets; relay.h)
 //        [--root /] [--default-user user] [--access-token-file F]  (or $ENVD_ACCESS_TOKEN)
+//        [--threads 2] [--blocking-threads 4]    HTTP I/O threads; threads for blocking calls
 //        [--env-file F]   the sandbox's environment: NUL-separated NAME=VALUE (microVM guests)
-//   envd [--grow-fs /] [--set-hostname NAME] [--set-clock-ns N]
-//                                            one-shot guest set-up (see guest.h), then exit
+//   envd [--grow-fs /] [--set-hostname NAME] [--set-clock-ns N] [--seed-rng HEX]
+//        [--reload-token]                    one-shot guest set-up (see guest.h), then exit
 //   envd --version
 //
 // Start-up order matters: signals are blocked before any thread exists (the reaper's signalfd
@@ -16,6 +17,10 @@
 // anything could pass it on, and "listening <endpoint>" is printed on stdout once requests are
 // served. On SIGTERM/SIGINT envd forwards the signal to every process it started (and, as PID 1,
 // to every process of the sandbox), gives them kShutdownGrace, then stops serving and exits 0.
+// On SIGHUP envd re-reads --access-token-file (the microVM tier re-keys a VM restored from a
+// snapshot this way; there is no HTTP route to change the token): requests already admitted
+// run on, later ones need the new token; an unreadable or empty file keeps the old token and
+// logs why.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -74,12 +79,19 @@ struct Flags {
   std::string log_format = "text";
   bool access_log = false;
   int threads = 2;
+  // Blocking calls (Connect RPCs, which return once their process is spawned; file transfers,
+  // which hold one for their duration). The server starts them all up front, and they are most
+  // of envd's threads: 4 instead of 8 cuts its start (cold sandboxes wait for /health) and its
+  // idle footprint (every sandbox runs one envd).
+  int blocking_threads = 4;
   std::string relay_from;
   bool version = false;
   std::string env_file;
   std::string grow_fs;
   std::string set_hostname;
   int64_t set_clock_ns = 0;
+  std::string seed_rng;
+  bool reload_token = false;
 };
 
 // The one-shot guest actions, in a fixed order; true if any was asked for.
@@ -87,7 +99,10 @@ Result<bool> GuestActions(const Flags& f) {
   if (!f.grow_fs.empty()) HANGAR_TRY(internal::GrowExt4ToDevice(f.grow_fs));
   if (!f.set_hostname.empty()) HANGAR_TRY(internal::SetHostname(f.set_hostname));
   if (f.set_clock_ns != 0) HANGAR_TRY(internal::SetClock(f.set_clock_ns));
-  return !f.grow_fs.empty() || !f.set_hostname.empty() || f.set_clock_ns != 0;
+  if (!f.seed_rng.empty()) HANGAR_TRY(internal::SeedKernelRng(f.seed_rng));
+  if (f.reload_token) HANGAR_TRY(internal::SignalInitToReloadToken());
+  return !f.grow_fs.empty() || !f.set_hostname.empty() || f.set_clock_ns != 0 ||
+         !f.seed_rng.empty() || f.reload_token;
 }
 
 // Adds the env file's variables to envd's own environment (SandboxEnv reads it).
@@ -105,7 +120,7 @@ Result<api::ServerOptions> ListenOptions(const Flags& f) {
   api::ServerOptions o;
   o.server_name = "envd";
   o.threads = f.threads;
-  o.blocking_threads = 8;
+  o.blocking_threads = f.blocking_threads;
   o.access_log = f.access_log;
   // Uploads of large files over a slow link must not hit the slowloris bound; envd is only
   // reachable through the node, which is trusted.
@@ -136,18 +151,39 @@ Result<api::ServerOptions> ListenOptions(const Flags& f) {
   return o;
 }
 
+// The token in `path`, trailing newlines removed; empty is an error.
+Result<std::string> ReadTokenFile(const std::string& path) {
+  HANGAR_ASSIGN_OR_RETURN(std::string token, ReadFile(path));
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) token.pop_back();
+  if (token.empty()) return Status::InvalidArgument("access token file " + path + " is empty");
+  return token;
+}
+
 Result<std::string> AccessToken(const Flags& f) {
   std::string token;
   if (const char* env = std::getenv(kTokenEnv)) token = env;
   // Out of the environment before any command could inherit it.
   ::unsetenv(kTokenEnv);
   if (!f.token_file.empty()) {
-    HANGAR_ASSIGN_OR_RETURN(token, ReadFile(f.token_file));
-    while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) token.pop_back();
-    if (token.empty())
-      return Status::InvalidArgument("access token file " + f.token_file + " is empty");
+    HANGAR_ASSIGN_OR_RETURN(token, ReadTokenFile(f.token_file));
   }
   return token;
+}
+
+// SIGHUP: the token file again. Anything wrong keeps the token in force (never an open envd).
+void ReloadAccessToken(const Flags& f, internal::Service& service) {
+  if (f.token_file.empty()) {
+    log::Warn("SIGHUP ignored: envd has no --access-token-file to reload");
+    return;
+  }
+  auto token = ReadTokenFile(f.token_file);
+  if (!token.ok()) {
+    log::Warn("access token not reloaded; the old one stays in force",
+              {{"file", f.token_file}, {"error", token.status().ToString()}});
+    return;
+  }
+  service.SetAccessToken(std::move(*token));
+  log::Info("access token reloaded", {{"file", f.token_file}});
 }
 
 // The sandbox's environment for commands: envd's own, minus envd's settings.
@@ -164,14 +200,19 @@ std::map<std::string, std::string> SandboxEnv() {
   return env;
 }
 
-int WaitForStopSignal() {
+// Until SIGTERM or SIGINT; every SIGHUP meanwhile reloads the access token.
+int WaitForStopSignal(const Flags& f, internal::Service& service) {
   sigset_t set;
   sigemptyset(&set);
   for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, s);
   for (;;) {
     siginfo_t info;
     int sig = ::sigwaitinfo(&set, &info);
-    if (sig > 0) return sig;
+    if (sig == SIGHUP) {
+      ReloadAccessToken(f, service);
+    } else if (sig > 0) {
+      return sig;
+    }
   }
 }
 
@@ -190,6 +231,9 @@ int Run(int argc, char** argv) {
   app.add_option("--log-format", f.log_format, "text|json");
   app.add_flag("--access-log", f.access_log, "log every request");
   app.add_option("--threads", f.threads, "HTTP I/O threads");
+  app.add_option("--blocking-threads", f.blocking_threads,
+                 "threads for blocking calls (RPCs, file transfers)")
+      ->check(CLI::Range(1, 256));
   app.add_option("--relay-from", f.relay_from,
                  "also accept on this Unix socket path, relayed to the unix: --listen socket");
   app.add_flag("--version", f.version, "print the envd protocol version and exit");
@@ -197,6 +241,10 @@ int Run(int argc, char** argv) {
   app.add_option("--grow-fs", f.grow_fs, "grow the ext4 mounted here to its device, then exit");
   app.add_option("--set-hostname", f.set_hostname, "set the hostname, then exit");
   app.add_option("--set-clock-ns", f.set_clock_ns, "set CLOCK_REALTIME (ns since 1970), then exit");
+  app.add_option("--seed-rng", f.seed_rng,
+                 "hex bytes: mix into the kernel's RNG and reseed it at once, then exit");
+  app.add_flag("--reload-token", f.reload_token,
+               "make the serving envd (PID 1) re-read its access token file, then exit");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -287,7 +335,7 @@ int Run(int argc, char** argv) {
   std::printf("listening %s\n", server.endpoint().c_str());
   std::fflush(stdout);
 
-  int sig = WaitForStopSignal();
+  int sig = WaitForStopSignal(f, **service);
   log::Info("envd stopping", {{"signal", sig}});
   if (pid1) ::kill(-1, SIGTERM);  // everything in the sandbox, orphans included
   if (!(*service)->processes().SignalAllAndWait(SIGTERM, kShutdownGrace)) {

@@ -1,5 +1,6 @@
 #include "process.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pty.h>
@@ -35,7 +36,17 @@ constexpr size_t kPtyChunk = 16 << 10;  // pty data events
 
 // --- the child ---------------------------------------------------------------------------------
 
-enum ChildStep : int { kSetsid = 1, kTty, kStdio, kChdir, kSetgroups, kSetgid, kSetuid, kExec };
+enum ChildStep : int {
+  kSetsid = 1,
+  kTty,
+  kStdio,
+  kChdir,
+  kSetgroups,
+  kSetgid,
+  kSetuid,
+  kCloexec,
+  kExec
+};
 
 const char* StepName(int step) {
   switch (step) {
@@ -53,6 +64,8 @@ const char* StepName(int step) {
       return "setresgid()";
     case kSetuid:
       return "setresuid()";
+    case kCloexec:
+      return "close-on-exec of envd's descriptors";
     case kExec:
       return "exec";
     default:
@@ -72,6 +85,9 @@ struct ChildPlan {
   int stdin_fd = -1, stdout_fd = -1, stderr_fd = -1;
   int tty_fd = -1;  // the pty slave: becomes the controlling terminal
   int cwd_fd = -1;
+  // A descriptor opened without close-on-exec: tells the child whether close_range's
+  // CLOSE_RANGE_CLOEXEC took effect (a kernel may accept the call and ignore the flag).
+  int canary_fd = -1;
   ChildFailure failure;  // written by a child that fails before its exec; read after the clone
   bool switch_user = false;
   uid_t uid = 0;
@@ -88,6 +104,43 @@ struct ChildPlan {
   p.failure.step = step;
   p.failure.err = err;
   ::_exit(127);
+}
+
+// Marks every descriptor above 2 close-on-exec, listing /proc/self/fd: the way for kernels
+// without close_range's CLOSE_RANGE_CLOEXEC (gVisor's sentry among them). Raw system calls and a
+// stack buffer only: this runs in the child. Returns 0 or the errno that stopped it.
+int CloexecByListing() noexcept {
+  int dir = static_cast<int>(::syscall(SYS_openat, AT_FDCWD, "/proc/self/fd",
+                                       O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir < 0) return errno;
+  alignas(8) char buf[4096];
+  for (;;) {
+    long n = ::syscall(SYS_getdents64, dir, buf, sizeof buf);
+    if (n < 0) {
+      int e = errno;
+      ::close(dir);
+      return e;
+    }
+    if (n == 0) break;
+    for (long off = 0; off < n;) {
+      const auto* d = reinterpret_cast<const struct dirent64*>(buf + off);
+      off += d->d_reclen;
+      int fd = 0;
+      bool digits = d->d_name[0] != '\0';
+      for (const char* c = d->d_name; *c != '\0' && digits; ++c) {
+        digits = *c >= '0' && *c <= '9';
+        fd = fd * 10 + (*c - '0');
+      }
+      if (!digits || fd <= 2 || fd == dir) continue;
+      if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0 && errno != EBADF) {
+        int e = errno;
+        ::close(dir);
+        return e;
+      }
+    }
+  }
+  ::close(dir);
+  return 0;
 }
 
 [[noreturn]] void RunChild(ChildPlan& p) noexcept {
@@ -124,8 +177,13 @@ struct ChildPlan {
     if (::syscall(SYS_setresgid, p.gid, p.gid, p.gid) != 0) Die(p, kSetgid, errno);
     if (::syscall(SYS_setresuid, p.uid, p.uid, p.uid) != 0) Die(p, kSetuid, errno);
   }
-  // Nothing of envd's but stdio reaches the command.
-  ::syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */);
+  // Nothing of envd's but stdio reaches the command (its listening socket and connections
+  // included): close_range where the kernel has it, else a walk of /proc/self/fd — never an
+  // exec with a descriptor of envd's open.
+  if (::syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) != 0 ||
+      (p.canary_fd >= 0 && !(::fcntl(p.canary_fd, F_GETFD) & FD_CLOEXEC))) {
+    if (int e = CloexecByListing(); e != 0) Die(p, kCloexec, e);
+  }
   int err = ENOENT;
   for (const std::string& c : p.candidates) {
     ::execve(c.c_str(), p.argv.data(), p.envp.data());
@@ -509,6 +567,8 @@ Result<uint32_t> ProcessManager::Spawn(SpawnRequest req, EventSinkPtr sink, Sink
     plan.stderr_fd = child_err.get();
   }
   plan.cwd_fd = req.cwd.get();
+  UniqueFd canary(::fcntl(plan.cwd_fd, F_DUPFD, 3));  // deliberately not close-on-exec
+  plan.canary_fd = canary.get();
   uid_t self = ::geteuid();
   if (self == 0) {
     plan.switch_user = true;

@@ -65,8 +65,9 @@ void ConnectStream::End(const Status& status) {
 // --- Service plumbing --------------------------------------------------------------------------
 
 Status Service::CheckAccessToken(const api::Request& req) const {
-  if (o_.access_token.empty()) return Status::Ok();
-  if (ConstantTimeEquals(req.header("X-Access-Token"), o_.access_token)) return Status::Ok();
+  const std::string token = AccessToken();
+  if (token.empty()) return Status::Ok();
+  if (ConstantTimeEquals(req.header("X-Access-Token"), token)) return Status::Ok();
   return Status::Unauthenticated(
       "unauthorized access, please provide a valid access token or method signing if supported");
 }

@@ -63,6 +63,13 @@ class Service {
   ProcessManager& processes() { return *processes_; }
   const Root& root() const { return root_; }
 
+  // Replaces the access token (envd re-reads --access-token-file on SIGHUP): requests already
+  // admitted run on; every later one needs the new token. Thread-safe.
+  void SetAccessToken(std::string token) {
+    std::lock_guard lock(token_mu_);
+    o_.access_token = std::move(token);
+  }
+
  private:
   explicit Service(ServiceOptions options);
 
@@ -74,6 +81,10 @@ class Service {
   api::Response ServerStream(const api::Request& req, StreamFn fn);
   api::Response Dispatch(const api::Request& req);
   Status CheckAccessToken(const api::Request& req) const;
+  std::string AccessToken() const {
+    std::lock_guard lock(token_mu_);
+    return o_.access_token;
+  }
   // The user of a call: Authorization: Basic, else the default user.
   Result<User> CallUser(const api::Request& req);
   Result<User> DefaultUser();
@@ -111,6 +122,7 @@ class Service {
                                       const Metadata& metadata);
 
   ServiceOptions o_;
+  mutable std::mutex token_mu_;  // guards o_.access_token (SetAccessToken)
   Root root_;
   UserDb users_{&root_};
   Reaper reaper_;

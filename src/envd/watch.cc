@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <string_view>
 
 #include "entry.h"
 
@@ -30,6 +31,18 @@ bool IsNetworkFs(long type) {
     default:
       return false;
   }
+}
+
+// envd's temporary file of an atomic write (files.cc): "." + name + ".envd-" + 16 hex digits.
+bool IsEnvdTempFile(std::string_view leaf) {
+  constexpr std::string_view kMark = ".envd-";
+  if (leaf.size() < 1 + 1 + kMark.size() + 16 || leaf[0] != '.') return false;
+  std::string_view hex = leaf.substr(leaf.size() - 16);
+  if (leaf.substr(leaf.size() - 16 - kMark.size(), kMark.size()) != kMark) return false;
+  for (char c : hex) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -154,7 +167,20 @@ Result<std::vector<nlohmann::json>> Watcher::Poll(int timeout_ms) {
         std::string leaf = ev->len > 0 ? std::string(ev->name) : std::string();
         name = rel_dir.empty() ? leaf : rel_dir + "/" + leaf;
       }
-      if (o_.recursive && (ev->mask & IN_ISDIR) && (ev->mask & (IN_CREATE | IN_MOVED_TO))) {
+      // An atomic write by envd: hide its temporary file; its final rename is the write (a
+      // create and a write, as a write in place of a new file reports them).
+      uint32_t mask = ev->mask;
+      if (!self && !(mask & IN_ISDIR) && ev->len > 0 && IsEnvdTempFile(ev->name)) {
+        if ((mask & IN_MOVED_FROM) && ev->cookie != 0) {
+          if (temp_cookies_.size() > 1024) temp_cookies_.clear();  // bounded; pairs come together
+          temp_cookies_.insert(ev->cookie);
+        }
+        continue;
+      }
+      if ((mask & IN_MOVED_TO) && temp_cookies_.erase(ev->cookie) > 0) {
+        mask = (mask & ~IN_MOVED_TO) | IN_CREATE | IN_MODIFY;
+      }
+      if (o_.recursive && (mask & IN_ISDIR) && (mask & (IN_CREATE | IN_MOVED_TO))) {
         (void)AddTree(name);  // best effort: it may be gone again already
       }
       struct Op {
@@ -170,7 +196,7 @@ Result<std::vector<nlohmann::json>> Watcher::Poll(int timeout_ms) {
           {IN_DELETE | IN_DELETE_SELF, "EVENT_TYPE_REMOVE", false},
       };
       for (const Op& op : kOps) {
-        if (!(ev->mask & op.bits)) continue;
+        if (!(mask & op.bits)) continue;
         nlohmann::json e = {{"name", name}, {"type", op.type}};
         if (o_.include_entry && op.carries_entry) {
           std::string path = self ? o_.path : SandboxPath(name);

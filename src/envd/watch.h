@@ -15,6 +15,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,10 @@ class Watcher {
   UniqueFd inotify_;
   UniqueFd wake_;
   std::map<int, std::string> dirs_;  // watch descriptor → path relative to the watched dir
+  // Cookies of renames out of envd's own temporary upload files (".<name>.envd-<hex>"): the
+  // rename that ends an atomic write is reported as the write of its target, and the temporary
+  // file itself is never reported (as E2B's envd, which writes in place).
+  std::set<uint32_t> temp_cookies_;
 };
 
 }  // namespace hangar::envd::internal
