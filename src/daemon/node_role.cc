@@ -115,6 +115,11 @@ void AddNodeOptions(ConfigSchema& s) {
          .help = "sandboxes kept started and ready per template: template:count[:disk_mb][,...]; "
                  "a create with that template and exactly that disk size claims one (ids and "
                  "limits applied at claim); empty: none"});
+  s.Add({.key = "node.microvm_warm_pool",
+         .default_value = "",
+         .help = "microVMs kept restored and paused per shape: "
+                 "template:count[:disk_mb[:memory_mb[:vcpus]]][,...] (defaults 1024, 512, 1); a "
+                 "microvm create of exactly that shape with no env claims one; empty: none"});
   s.Add({.key = "node.default_write_bps",
          .type = OptionType::kInt,
          .default_value = "0",
@@ -513,6 +518,10 @@ Status StartStrongDrivers(const Config& config, const std::string& data_dir, Clo
     mo.envd_path = envd;
     mo.kernel_dir = config.GetString("node.guest_kernel_dir");
     mo.clock = &clock;
+    // Bad syntax stops the node (as node.warm_pool does), whether or not this host runs VMs.
+    HANGAR_ASSIGN_OR_RETURN(
+        mo.warm_pool.entries,
+        microvm::ParseMicroVmWarmPool(config.GetString("node.microvm_warm_pool")));
     Status st = microvm::QemuAvailable(mo);
     if (st.ok()) {
       node::CgroupOptions co;

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -12,11 +13,15 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
+#include <cassert>
 #include <cerrno>
+#include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
-#include <random>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
@@ -39,14 +44,28 @@ namespace {
 constexpr char kDriverName[] = "microvm";
 constexpr uint16_t kEnvdGuestPort = 49983;
 constexpr char kGuestEnvd[] = "/.hangar/envd";
+// The file the guest's envd reads its token from (--access-token-file; tmpfs, root only).
+constexpr char kGuestTokenFile[] = "/.hangar/run/token";
+// Warm pool slots: a '-' makes the name an invalid sandbox id, so a slot never collides with one.
+constexpr std::string_view kSlotPrefix = "pool-";
 
+bool IsSlotName(std::string_view name) { return name.rfind(kSlotPrefix, 0) == 0; }
+
+// From the kernel's CSPRNG: tokens and RNG seeds are secrets (a tenant sees its own sandboxes'
+// tokens; a seeded PRNG's output would let it predict others').
 std::string RandomHex(size_t bytes) {
-  static std::mutex mu;
-  static std::mt19937_64 rng{std::random_device{}()};
-  std::lock_guard lock(mu);
+  std::string raw(bytes, '\0');
+  size_t got = 0;
+  while (got < bytes) {
+    ssize_t n = ::getrandom(raw.data() + got, bytes - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    assert(n > 0);  // getrandom(2) with flags 0 fails only on bad arguments
+    got += static_cast<size_t>(n);
+  }
   std::string s;
-  for (size_t i = 0; i < bytes; i += 8) s += fmt::format("{:016x}", rng());
-  return s.substr(0, bytes * 2);
+  s.reserve(bytes * 2);
+  for (unsigned char c : raw) s += fmt::format("{:02x}", c);
+  return s;
 }
 
 bool Exists(const std::string& p) { return ::access(p.c_str(), F_OK) == 0; }
@@ -171,6 +190,9 @@ class MicroVmSandbox final : public node::Sandbox {
   node::SandboxInfo info_;
   Vm vm_;
   int64_t disk_mb_;
+  // The directory QEMU's command line names when it is not vm_.paths.dir (a claimed warm pool
+  // slot keeps its slot name there); recovery matches the VMM by it.
+  std::string vmm_dir_;
   bool destroyed_ = false;
 };
 
@@ -187,6 +209,9 @@ class MicroVmDriver final : public node::Driver {
  public:
   explicit MicroVmDriver(MicroVmDriverOptions o)
       : o_(std::move(o)), clock_(o_.clock ? o_.clock : &SystemClock::Instance()) {}
+  ~MicroVmDriver() override { StopPool(); }
+  MicroVmDriver(const MicroVmDriver&) = delete;
+  MicroVmDriver& operator=(const MicroVmDriver&) = delete;
 
   std::string_view Name() const override { return kDriverName; }
   Status Available() const override { return QemuAvailable(o_); }
@@ -198,6 +223,9 @@ class MicroVmDriver final : public node::Driver {
 
   node::CgroupBackend& cgroups() { return *o_.cgroups; }
   const std::string& sandboxes_dir() const { return sandboxes_dir_; }
+
+  node::WarmPoolStats PoolStats() const;
+  bool WaitForPool(std::chrono::milliseconds timeout) const;
 
  private:
   struct BaseImage {
@@ -212,16 +240,49 @@ class MicroVmDriver final : public node::Driver {
   Status WriteState(const MicroVmSandbox& sb, const node::SandboxSpec& spec);
   bool UseKvm() const;
   std::string SnapshotDir(const BaseImage& base, int vcpus, int64_t memory_mb) const {
-    return fmt::format("{}/{}-c{}-m{}", snapshots_dir_, base.key, vcpus, memory_mb);
+    return fmt::format("{}/{}-c{}-m{}-{}", snapshots_dir_, base.key, vcpus, memory_mb,
+                       VmLayoutKey());
   }
+  // What a saved VM state depends on besides the template and its shape: the device set
+  // (kVmLayoutVersion), the guest command line, the accelerator, the QEMU build and the guest
+  // kernel + initramfs. A snapshot whose key differs is never restored (Open removes it).
+  std::string VmLayoutKey() const;
   Status Claim(MicroVmSandbox& sb, const node::SandboxSpec& spec);
+  // Waits for an -incoming restore to finish loading, then starts the VM (QMP cont).
+  Status StartRestored(QmpClient& qmp);
+  // Runs the guest's envd with `args` as root (the restore / claim set-up).
+  Status GuestSetup(const Vm& vm, const std::vector<std::string>& args);
+  // A restored VM's envd takes the snapshot's token, which every VM of that snapshot shares,
+  // and its kernel RNG has the snapshot's state: gives it a token and RNG state of its own.
+  Status RekeyAndSetUp(Vm& vm, std::vector<std::string> setup_args);
+  node::CgroupLimits LimitsFor(const node::Resources& r) const;
+
+  // Warm pool.
+  Status CheckPool() const;  // the entries' bounds, before anything is touched
+  void StartPool();
+  void StopPool();
+  void RefillLoop();
+  bool PoolFull() const;  // pool_mu_ held
+  Result<std::unique_ptr<MicroVmSandbox>> StartSlot(const MicroVmWarmPoolEntry& e);
+  Result<node::SandboxPtr> ClaimSlot(std::unique_ptr<MicroVmSandbox> slot,
+                                     const node::SandboxSpec& spec);
 
   MicroVmDriverOptions o_;
   Clock* clock_;
   std::string sandboxes_dir_, images_dir_, snapshots_dir_;
-  std::mutex image_mu_;     // serializes base image builds
-  std::mutex snapshot_mu_;  // serializes snapshot builds
+  std::string qemu_version_;  // `qemu --version`'s first line, read at Open
+  std::mutex image_mu_;       // serializes base image builds
+  std::mutex snapshot_mu_;    // serializes snapshot builds
   std::optional<std::pair<node::RecoveryReport, std::vector<node::SandboxPtr>>> recovered_;
+
+  mutable std::mutex pool_mu_;
+  mutable std::condition_variable pool_cv_;
+  std::vector<std::vector<std::unique_ptr<MicroVmSandbox>>> pool_ready_;  // per entry, FIFO
+  std::vector<size_t> pool_starting_;                                     // per entry
+  std::vector<std::chrono::steady_clock::time_point> pool_not_before_;    // per entry
+  node::WarmPoolStats pool_stats_;
+  bool pool_stop_ = false;
+  std::thread refill_;
 };
 
 // --- host checks --------------------------------------------------------------------------
@@ -306,6 +367,20 @@ Result<MicroVmDriver::BaseImage> MicroVmDriver::GetBaseImage(const storage::Temp
   return img;
 }
 
+// --- snapshots' compatibility ------------------------------------------------------------
+
+std::string MicroVmDriver::VmLayoutKey() const {
+  std::string identity = fmt::format("layout {}|{}|kvm {}|{}", kVmLayoutVersion, GuestCmdline(),
+                                     UseKvm(), qemu_version_);
+  for (const char* f : {"vmlinuz", "initrd.img"}) {
+    struct stat st {};
+    if (::stat((o_.kernel_dir + "/" + f).c_str(), &st) == 0) {
+      identity += fmt::format("|{} {} {}.{}", f, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    }
+  }
+  return fmt::format("v{:016x}", std::hash<std::string>{}(identity));
+}
+
 // --- launching ----------------------------------------------------------------------------
 
 Status MicroVmDriver::Launch(Vm& vm, const node::SandboxSpec& spec, const BaseImage& base,
@@ -335,12 +410,8 @@ Status MicroVmDriver::Launch(Vm& vm, const node::SandboxSpec& spec, const BaseIm
   HANGAR_TRY(WriteFileAtomic(p.fw + "/token", vm.token, 0600));
   HANGAR_TRY(WriteFileAtomic(p.fw + "/env", env, 0600));
 
-  node::CgroupLimits limits;
-  limits.cpu_millicores = static_cast<uint64_t>(r.cpu_millis);
-  limits.memory_bytes = static_cast<uint64_t>(r.memory_mb + o_.vmm_overhead_mb) << 20;
-  limits.pids_max = 512;  // VMM threads (vCPUs, I/O workers), not the guest's processes
   HANGAR_TRY(o_.cgroups->Create(vm.cgroup));
-  HANGAR_TRY(o_.cgroups->SetLimits(vm.cgroup, limits));
+  HANGAR_TRY(o_.cgroups->SetLimits(vm.cgroup, LimitsFor(r)));
 
   VmConfig c;
   c.qemu_binary = o_.qemu_binary;
@@ -386,6 +457,14 @@ Status MicroVmDriver::Launch(Vm& vm, const node::SandboxSpec& spec, const BaseIm
   return Status::Ok();
 }
 
+node::CgroupLimits MicroVmDriver::LimitsFor(const node::Resources& r) const {
+  node::CgroupLimits limits;
+  limits.cpu_millicores = static_cast<uint64_t>(r.cpu_millis);
+  limits.memory_bytes = static_cast<uint64_t>(r.memory_mb + o_.vmm_overhead_mb) << 20;
+  limits.pids_max = 512;  // VMM threads (vCPUs, I/O workers), not the guest's processes
+  return limits;
+}
+
 Status MicroVmDriver::WriteState(const MicroVmSandbox& sb, const node::SandboxSpec& spec) {
   nlohmann::json j = {
       {"id", spec.id},
@@ -395,6 +474,7 @@ Status MicroVmDriver::WriteState(const MicroVmSandbox& sb, const node::SandboxSp
       {"port", sb.vm_.port},
       {"token", sb.vm_.token},
       {"cgroup", sb.vm_.cgroup},
+      {"vmm_dir", sb.vmm_dir_.empty() ? sb.vm_.paths.dir : sb.vmm_dir_},
       {"disk_mb", spec.resources.disk_mb},
       {"resources",
        {{"cpu_millis", spec.resources.cpu_millis},
@@ -404,16 +484,14 @@ Status MicroVmDriver::WriteState(const MicroVmSandbox& sb, const node::SandboxSp
   return WriteFileAtomic(sb.vm_.paths.state, j.dump(2), 0600);
 }
 
-// After a restore: the disk grows to the sandbox's size and the guest takes its identity.
-Status MicroVmDriver::Claim(MicroVmSandbox& sb, const node::SandboxSpec& spec) {
-  HANGAR_ASSIGN_OR_RETURN(QmpClient qmp, QmpClient::Connect(sb.vm_.paths.qmp));
+Status MicroVmDriver::StartRestored(QmpClient& qmp) {
   // The snapshot was saved from a stopped VM and QEMU carries the run state over: once the
   // state is loaded ("inmigrate" -> "paused") the VM is started with `cont`.
   const auto deadline = std::chrono::steady_clock::now() + o_.boot_timeout;
   for (;;) {
     HANGAR_ASSIGN_OR_RETURN(nlohmann::json st, qmp.Execute("query-status"));
     std::string status = st.value("status", "");
-    if (status == "running") break;
+    if (status == "running") return Status::Ok();
     if (status == "paused" || status == "postmigrate") {
       HANGAR_TRY(qmp.Execute("cont").status());
       continue;
@@ -426,20 +504,14 @@ Status MicroVmDriver::Claim(MicroVmSandbox& sb, const node::SandboxSpec& spec) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  HANGAR_TRY(
-      qmp.Execute("block_resize", {{"device", "root"}, {"size", spec.resources.disk_mb << 20}})
-          .status());
+}
+
+Status MicroVmDriver::GuestSetup(const Vm& vm, const std::vector<std::string>& args) {
   HANGAR_ASSIGN_OR_RETURN(
       envd::Client client,
-      envd::Client::Create({"", fmt::format("127.0.0.1:{}", sb.vm_.port), sb.vm_.token}));
-  const int64_t now_ns =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(clock_->WallNow().time_since_epoch())
-          .count();
-  envd::Command cmd{.cmd = kGuestEnvd,
-                    .args = {"--grow-fs", "/", "--set-hostname", spec.id, "--set-clock-ns",
-                             std::to_string(now_ns)},
-                    .user = "root",
-                    .timeout = std::chrono::seconds(30)};
+      envd::Client::Create({"", fmt::format("127.0.0.1:{}", vm.port), vm.token}));
+  envd::Command cmd{
+      .cmd = kGuestEnvd, .args = args, .user = "root", .timeout = std::chrono::seconds(30)};
   std::string err;
   HANGAR_ASSIGN_OR_RETURN(envd::ExitInfo done,
                           client.Run(cmd, {.on_stderr = [&err](std::string_view s) { err += s; }}));
@@ -448,6 +520,62 @@ Status MicroVmDriver::Claim(MicroVmSandbox& sb, const node::SandboxSpec& spec) {
         fmt::format("guest set-up after restore failed ({}): {}", done.status, err));
   }
   return Status::Ok();
+}
+
+// The new token goes into envd's token file first (files API, as root, authenticated with the
+// old token); one command then runs the set-up, mixes fresh host random bytes into the guest
+// kernel's pool and reseeds its CRNG (--seed-rng), and SIGHUPs envd (--reload-token), which
+// re-reads the file. The reload is asynchronous: the new token is polled for, then the old one
+// must be refused. If anything fails after the file was written (the HUP lost, envd still on
+// the old token) the caller destroys the VM: a sandbox is never handed out on a shared token.
+// The seed travels on the command's argv, visible inside this guest only for the instant the
+// command runs (a tenant may know its own VM's seed; what matters is that no other VM shares it).
+Status MicroVmDriver::RekeyAndSetUp(Vm& vm, std::vector<std::string> setup_args) {
+  const std::string address = fmt::format("127.0.0.1:{}", vm.port);
+  const std::string token = RandomHex(16);
+  HANGAR_ASSIGN_OR_RETURN(envd::Client old_client, envd::Client::Create({"", address, vm.token}));
+  HANGAR_TRY(old_client.WriteFile(kGuestTokenFile, token, "root")
+                 .status()
+                 .With("writing the sandbox's envd token"));
+  setup_args.insert(setup_args.end(), {"--reload-token"});
+  HANGAR_TRY(GuestSetup(vm, setup_args));
+  HANGAR_ASSIGN_OR_RETURN(envd::Client new_client, envd::Client::Create({"", address, token}));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    auto back = new_client.ReadFile(kGuestTokenFile, "root");
+    if (back.ok()) {
+      if (*back != token) return Status::Internal("envd's token file does not hold the new token");
+      break;
+    }
+    if (back.status().code() != Code::kUnauthenticated) {
+      return back.status().With("checking envd's new token");
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      return Status::DeadlineExceeded("envd did not take its new token (SIGHUP lost?)");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  if (auto old = old_client.Stat("/", "root"); old.status().code() != Code::kUnauthenticated) {
+    return Status::Internal(fmt::format("envd still accepts the snapshot's token ({})",
+                                        old.ok() ? "ok" : old.status().ToString()));
+  }
+  vm.token = token;
+  return Status::Ok();
+}
+
+// After a restore: the disk grows to the sandbox's size, the guest takes its identity, its own
+// envd token and RNG state.
+Status MicroVmDriver::Claim(MicroVmSandbox& sb, const node::SandboxSpec& spec) {
+  HANGAR_ASSIGN_OR_RETURN(QmpClient qmp, QmpClient::Connect(sb.vm_.paths.qmp));
+  HANGAR_TRY(StartRestored(qmp));
+  HANGAR_TRY(
+      qmp.Execute("block_resize", {{"device", "root"}, {"size", spec.resources.disk_mb << 20}})
+          .status());
+  const int64_t now_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(clock_->WallNow().time_since_epoch())
+          .count();
+  return RekeyAndSetUp(sb.vm_, {"--grow-fs", "/", "--set-hostname", spec.id, "--set-clock-ns",
+                                std::to_string(now_ns)});
 }
 
 Result<node::SandboxPtr> MicroVmDriver::Create(const node::SandboxSpec& spec) {
@@ -465,6 +593,46 @@ Result<node::SandboxPtr> MicroVmDriver::Create(const node::SandboxSpec& spec) {
                     spec.resources.disk_mb, spec.template_name, base.size_mb));
   }
   const int vcpus = VcpusFor(spec.resources.cpu_millis);
+  if (Exists(Paths(sandboxes_dir_, spec.id).dir)) {
+    return Status::AlreadyExists(fmt::format("sandbox {} already exists", spec.id));
+  }
+  // The warm pool first: a paused VM of exactly this shape.
+  {
+    std::unique_ptr<MicroVmSandbox> slot;
+    bool pooled_template = false;
+    {
+      std::lock_guard lock(pool_mu_);
+      for (size_t i = 0; i < o_.warm_pool.entries.size() && i < pool_ready_.size(); ++i) {
+        const MicroVmWarmPoolEntry& e = o_.warm_pool.entries[i];
+        if (e.template_name != spec.template_name) continue;
+        pooled_template = true;
+        if (e.vcpus != vcpus || e.memory_mb != spec.resources.memory_mb ||
+            e.disk_mb != spec.resources.disk_mb || !spec.env.empty() || pool_ready_[i].empty()) {
+          continue;
+        }
+        slot = std::move(pool_ready_[i].front());
+        pool_ready_[i].erase(pool_ready_[i].begin());
+        pool_not_before_[i] = std::max(
+            pool_not_before_[i], std::chrono::steady_clock::now() + o_.warm_pool.refill_delay);
+        break;
+      }
+      if (pooled_template && !slot) ++pool_stats_.misses;
+    }
+    pool_cv_.notify_all();
+    if (slot) {
+      auto claimed = ClaimSlot(std::move(slot), spec);
+      std::lock_guard lock(pool_mu_);
+      if (claimed.ok()) {
+        ++pool_stats_.claimed;
+        return claimed;
+      }
+      ++pool_stats_.failures;
+      if (claimed.status().code() == Code::kAlreadyExists) return claimed.status();
+      // Falls through to the restore or cold path.
+      log::Warn("microvm warm pool claim failed; restoring instead",
+                {{"id", spec.id}, {"error", claimed.status().ToString()}});
+    }
+  }
   const std::string snap = SnapshotDir(base, vcpus, spec.resources.memory_mb);
   if (o_.auto_snapshot && spec.env.empty() && !Exists(snap + "/state.bin")) {
     if (Status st = PrepareSnapshot(spec.template_name, vcpus, spec.resources.memory_mb);
@@ -568,6 +736,7 @@ Status MicroVmDriver::PrepareSnapshot(const std::string& template_name, int vcpu
   if (Status st = WaitForEnvdTcp(vm.port, o_.boot_timeout, vm.pidfd.get()); !st.ok()) {
     return cleanup(st);
   }
+  std::this_thread::sleep_for(std::chrono::seconds(130));  // EXPERIMENT
   auto qmp = QmpClient::Connect(vm.paths.qmp, std::chrono::seconds(60));
   if (!qmp.ok()) return cleanup(qmp.status());
   const std::string state = vm.paths.dir + "/state.bin";
@@ -605,6 +774,227 @@ Status MicroVmDriver::PrepareSnapshot(const std::string& template_name, int vcpu
   return Status::Ok();
 }
 
+// --- warm pool ----------------------------------------------------------------------------
+
+Status MicroVmDriver::CheckPool() const {
+  for (const MicroVmWarmPoolEntry& e : o_.warm_pool.entries) {
+    if (e.template_name.empty() || e.vcpus < 1 || e.vcpus > 64 || e.memory_mb < 32 ||
+        e.disk_mb < 64 || e.size > 100) {
+      return Status::InvalidArgument(fmt::format(
+          "warm pool entry '{}' ({} VMs, {} vCPUs, {} MB memory, {} MB disk) is out of bounds "
+          "(1-64 vCPUs, memory >= 32, disk >= 64, at most 100 VMs)",
+          e.template_name, e.size, e.vcpus, e.memory_mb, e.disk_mb));
+    }
+  }
+  return Status::Ok();
+}
+
+void MicroVmDriver::StartPool() {
+  const auto& entries = o_.warm_pool.entries;
+  std::lock_guard lock(pool_mu_);
+  pool_ready_.resize(entries.size());
+  pool_starting_.assign(entries.size(), 0);
+  pool_not_before_.assign(entries.size(), std::chrono::steady_clock::time_point{});
+  if (std::any_of(entries.begin(), entries.end(), [](const auto& e) { return e.size > 0; })) {
+    refill_ = std::thread([this] { RefillLoop(); });
+  }
+}
+
+void MicroVmDriver::StopPool() {
+  {
+    std::lock_guard lock(pool_mu_);
+    pool_stop_ = true;
+  }
+  pool_cv_.notify_all();
+  if (refill_.joinable()) refill_.join();
+  std::vector<std::unique_ptr<MicroVmSandbox>> left;
+  {
+    std::lock_guard lock(pool_mu_);
+    for (auto& ready : pool_ready_) {
+      for (auto& slot : ready) left.push_back(std::move(slot));
+      ready.clear();
+    }
+  }
+  for (auto& slot : left) (void)slot->Destroy();
+}
+
+bool MicroVmDriver::PoolFull() const {
+  for (size_t i = 0; i < pool_ready_.size(); ++i) {
+    if (pool_ready_[i].size() < o_.warm_pool.entries[i].size) return false;
+  }
+  return true;
+}
+
+void MicroVmDriver::RefillLoop() {
+  std::unique_lock lock(pool_mu_);
+  const auto& entries = o_.warm_pool.entries;
+  while (!pool_stop_) {
+    const auto now = std::chrono::steady_clock::now();
+    auto wake = std::chrono::steady_clock::time_point::max();
+    size_t pick = entries.size();
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (pool_ready_[i].size() + pool_starting_[i] >= entries[i].size) continue;
+      if (pool_not_before_[i] > now) {
+        wake = std::min(wake, pool_not_before_[i]);
+        continue;
+      }
+      pick = i;
+      break;
+    }
+    if (pick == entries.size()) {
+      if (wake == std::chrono::steady_clock::time_point::max()) {
+        pool_cv_.wait(lock);
+      } else {
+        pool_cv_.wait_until(lock, wake);
+      }
+      continue;
+    }
+    ++pool_starting_[pick];
+    lock.unlock();
+    auto slot = StartSlot(entries[pick]);
+    lock.lock();
+    --pool_starting_[pick];
+    if (slot.ok()) {
+      ++pool_stats_.created;
+      pool_ready_[pick].push_back(std::move(*slot));  // StopPool destroys it if stopping
+    } else {
+      ++pool_stats_.failures;
+      pool_not_before_[pick] = std::chrono::steady_clock::now() + o_.warm_pool.retry_after;
+      log::Warn("microvm warm pool refill failed",
+                {{"template", entries[pick].template_name}, {"error", slot.status().ToString()}});
+    }
+    pool_cv_.notify_all();
+  }
+}
+
+// A VM restored from the entry's snapshot, its disk grown to the entry's size, envd answering,
+// then paused until a claim.
+Result<std::unique_ptr<MicroVmSandbox>> MicroVmDriver::StartSlot(const MicroVmWarmPoolEntry& e) {
+  HANGAR_ASSIGN_OR_RETURN(storage::TemplateInfo tmpl, o_.templates->Get(e.template_name));
+  HANGAR_ASSIGN_OR_RETURN(BaseImage base, GetBaseImage(tmpl));
+  if (e.disk_mb < base.size_mb) {
+    return Status::InvalidArgument(
+        fmt::format("warm pool disk_mb = {} is below the size of template {}'s disk image ({} MB)",
+                    e.disk_mb, e.template_name, base.size_mb));
+  }
+  HANGAR_TRY(PrepareSnapshot(e.template_name, e.vcpus, e.memory_mb));
+  const std::string snap = SnapshotDir(base, e.vcpus, e.memory_mb);
+  HANGAR_ASSIGN_OR_RETURN(std::string token, ReadFile(snap + "/token"));
+  const std::string name = std::string(kSlotPrefix) + RandomHex(6);
+  Vm vm;
+  vm.paths = Paths(sandboxes_dir_, name);
+  vm.cgroup = name;
+  vm.token = token;
+  if (::mkdir(vm.paths.dir.c_str(), 0700) != 0) {
+    return Status::FromErrno(errno, fmt::format("mkdir({})", vm.paths.dir));
+  }
+  node::SandboxSpec spec;
+  spec.id = name;
+  spec.template_name = e.template_name;
+  spec.resources.cpu_millis = e.vcpus * 1000;
+  spec.resources.memory_mb = e.memory_mb;
+  spec.resources.disk_mb = e.disk_mb;
+  node::SandboxInfo info;
+  info.id = name;
+  info.driver = kDriverName;
+  auto sb = std::make_unique<MicroVmSandbox>(this, std::move(info), std::move(vm), e.disk_mb);
+  Status st = Launch(sb->vm_, spec, base, fmt::format("exec:cat {}", snap + "/state.bin"),
+                     snap + "/layer.qcow2");
+  if (st.ok()) {
+    sb->info_.init_pid = sb->vm_.pid;
+    auto qmp = QmpClient::Connect(sb->vm_.paths.qmp);
+    st = qmp.status();
+    if (st.ok()) st = StartRestored(*qmp);
+    if (st.ok()) {
+      st = qmp->Execute("block_resize", {{"device", "root"}, {"size", e.disk_mb << 20}}).status();
+    }
+    // Its own token and RNG state now: the slot is restored from the same snapshot as its
+    // siblings, and a claim must not be slowed by the re-keying.
+    if (st.ok()) st = RekeyAndSetUp(sb->vm_, {"--grow-fs", "/"});
+    if (st.ok()) st = qmp->Execute("stop").status();
+  }
+  if (!st.ok()) {
+    (void)sb->Destroy();
+    return st.With("starting a warm pool VM of template " + e.template_name);
+  }
+  sb->info_.state = node::SandboxState::kPaused;
+  return sb;
+}
+
+// The slot becomes sandbox spec.id: its directory is renamed (never over an existing one), the
+// spec's limits applied, the VM resumed and the guest given its hostname and the clock.
+Result<node::SandboxPtr> MicroVmDriver::ClaimSlot(std::unique_ptr<MicroVmSandbox> sb,
+                                                  const node::SandboxSpec& spec) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string slot_dir = sb->vm_.paths.dir;
+  Paths to(sandboxes_dir_, spec.id);
+  if (::renameat2(AT_FDCWD, slot_dir.c_str(), AT_FDCWD, to.dir.c_str(), RENAME_NOREPLACE) != 0) {
+    const int err = errno;
+    (void)sb->Destroy();
+    if (err == EEXIST || err == ENOTEMPTY) {
+      return Status::AlreadyExists(fmt::format("sandbox {} already exists", spec.id));
+    }
+    return Status::FromErrno(err, fmt::format("rename({}, {})", slot_dir, to.dir));
+  }
+  sb->vm_.paths = std::move(to);
+  sb->vmm_dir_ = slot_dir;
+  sb->info_.id = spec.id;
+  sb->info_.created_at = clock_->WallNow();
+  sb->disk_mb_ = spec.resources.disk_mb;
+  Status st = [&]() -> Status {
+    const node::Resources& r = spec.resources;
+    HANGAR_TRY(o_.cgroups->SetLimits(sb->vm_.cgroup, LimitsFor(r)));
+    HANGAR_ASSIGN_OR_RETURN(QmpClient qmp, QmpClient::Connect(sb->vm_.paths.qmp));
+    if (r.read_iops > 0 || r.write_iops > 0 || r.read_bps > 0 || r.write_bps > 0) {
+      HANGAR_TRY(qmp.Execute("block_set_io_throttle", {{"device", "root"},
+                                                       {"bps", 0},
+                                                       {"bps_rd", r.read_bps},
+                                                       {"bps_wr", r.write_bps},
+                                                       {"iops", 0},
+                                                       {"iops_rd", r.read_iops},
+                                                       {"iops_wr", r.write_iops}})
+                     .status()
+                     .With("applying the I/O limits"));
+    }
+    HANGAR_TRY(qmp.Execute("cont").status());
+    const int64_t now_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(clock_->WallNow().time_since_epoch())
+            .count();
+    // Reseeded again: slots were reseeded when restored, but a claim costs one more argument.
+    return GuestSetup(sb->vm_, {"--set-hostname", spec.id, "--set-clock-ns", std::to_string(now_ns),
+                                });
+  }();
+  if (st.ok()) {
+    sb->info_.state = node::SandboxState::kRunning;
+    st = WriteState(*sb, spec);
+  }
+  if (!st.ok()) {
+    (void)sb->Destroy();
+    return st.With(fmt::format("claiming a warm pool VM for sandbox {}", spec.id));
+  }
+  log::Info("microvm sandbox started from the warm pool",
+            {{"id", spec.id},
+             {"slot", slot_dir.substr(slot_dir.rfind('/') + 1)},
+             {"claim_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::steady_clock::now() - t0)
+                              .count()},
+             {"port", sb->vm_.port}});
+  return node::SandboxPtr(std::move(sb));
+}
+
+node::WarmPoolStats MicroVmDriver::PoolStats() const {
+  std::lock_guard lock(pool_mu_);
+  node::WarmPoolStats s = pool_stats_;
+  s.ready = 0;
+  for (const auto& r : pool_ready_) s.ready += r.size();
+  return s;
+}
+
+bool MicroVmDriver::WaitForPool(std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(pool_mu_);
+  return pool_cv_.wait_for(lock, timeout, [this] { return PoolFull(); });
+}
+
 // --- open and recovery --------------------------------------------------------------------
 
 Status MicroVmDriver::Open() {
@@ -616,6 +1006,7 @@ Status MicroVmDriver::Open() {
   if (o_.accel != "auto" && o_.accel != "tcg" && o_.accel != "kvm") {
     return Status::InvalidArgument("accel must be auto, tcg or kvm, got '" + o_.accel + "'");
   }
+  HANGAR_TRY(CheckPool());
   HANGAR_TRY(QemuAvailable(o_));
   sandboxes_dir_ = o_.data_dir + "/sandboxes";
   images_dir_ = o_.data_dir + "/images";
@@ -624,8 +1015,12 @@ Status MicroVmDriver::Open() {
     HANGAR_TRY(MakeDirs(d));
     ::chmod(d.c_str(), 0700);
   }
+  HANGAR_ASSIGN_OR_RETURN(qemu_version_, RunChecked({o_.qemu_binary, "--version"}));
+  qemu_version_ = qemu_version_.substr(0, qemu_version_.find('\n'));
   node::RecoveryReport report;
   std::vector<node::SandboxPtr> adopted;
+  // What the adopted VMMs' command lines name, and their cgroups: everything else is swept.
+  std::set<std::string> adopted_qmp, adopted_cgroups;
   std::set<std::string> dirs;
   if (DIR* d = ::opendir(sandboxes_dir_.c_str())) {
     while (dirent* e = ::readdir(d)) {
@@ -637,6 +1032,26 @@ Status MicroVmDriver::Open() {
     Vm vm;
     vm.paths = Paths(sandboxes_dir_, id);
     vm.cgroup = id;
+    if (IsSlotName(id)) {
+      // An unclaimed warm pool VM of a previous run: never adopted, not a sandbox to report.
+      std::string qmp = vm.paths.qmp;
+      if (auto pid = ReadFile(vm.paths.pid); pid.ok()) {
+        vm.pid = std::atoi(pid->c_str());
+        if (vm.pid > 0 && Cmdline(vm.pid).find(qmp) != std::string::npos) {
+          int fd = PidfdOpen(vm.pid);
+          if (fd >= 0) vm.pidfd.Reset(fd);
+        }
+      }
+      node::SandboxInfo info;
+      info.id = id;
+      info.driver = kDriverName;
+      MicroVmSandbox slot(this, std::move(info), std::move(vm), 0);
+      Status st = slot.Destroy();
+      log::Info("microvm warm pool VM of a previous run destroyed",
+                {{"slot", id}, {"ok", st.ok()}});
+      continue;
+    }
+    std::string cmd_qmp = vm.paths.qmp;  // the QMP path the VMM's command line names
     node::SandboxInfo info;
     info.id = id;
     info.driver = kDriverName;
@@ -648,9 +1063,11 @@ Status MicroVmDriver::Open() {
         vm.pid = j.value("pid", -1);
         vm.port = j.value("port", uint16_t{0});
         vm.token = j.value("token", "");
+        vm.cgroup = j.value("cgroup", id);
+        cmd_qmp = j.value("vmm_dir", vm.paths.dir) + "/qmp.sock";
         disk_mb = j.value("disk_mb", int64_t{0});
         // The pid must still be this sandbox's VMM (pids are reused).
-        if (vm.pid > 0 && Cmdline(vm.pid).find(vm.paths.qmp) != std::string::npos) {
+        if (vm.pid > 0 && Cmdline(vm.pid).find(cmd_qmp) != std::string::npos) {
           int fd = PidfdOpen(vm.pid);
           if (fd >= 0) vm.pidfd.Reset(fd);
           if (auto q = QmpClient::Connect(vm.paths.qmp, std::chrono::seconds(5)); q.ok()) {
@@ -667,11 +1084,14 @@ Status MicroVmDriver::Open() {
     }
     info.init_pid = vm.pid;
     auto sb = std::make_unique<MicroVmSandbox>(this, std::move(info), std::move(vm), disk_mb);
+    if (cmd_qmp != sb->vm_.paths.qmp) sb->vmm_dir_ = cmd_qmp.substr(0, cmd_qmp.rfind('/'));
     if (whole) {
       report.adopted.push_back(id);
+      adopted_qmp.insert(cmd_qmp);
+      adopted_cgroups.insert(sb->vm_.cgroup);
       adopted.push_back(std::move(sb));
     } else {
-      if (sb->vm_.pid > 0 && Cmdline(sb->vm_.pid).find(sb->vm_.paths.qmp) == std::string::npos) {
+      if (sb->vm_.pid > 0 && Cmdline(sb->vm_.pid).find(cmd_qmp) == std::string::npos) {
         sb->vm_.pid = -1;  // not ours any more
         sb->vm_.pidfd.Reset();
       }
@@ -690,8 +1110,8 @@ Status MicroVmDriver::Open() {
       bool stray = false;
       if (cmd.find("unix:" + snapshots_dir_ + "/") != std::string::npos) stray = true;
       if (cmd.find("unix:" + sandboxes_dir_ + "/") != std::string::npos) {
-        stray = std::none_of(report.adopted.begin(), report.adopted.end(), [&](const auto& id) {
-          return cmd.find(Paths(sandboxes_dir_, id).qmp) != std::string::npos;
+        stray = std::none_of(adopted_qmp.begin(), adopted_qmp.end(), [&](const auto& qmp) {
+          return cmd.find("unix:" + qmp + ",") != std::string::npos;
         });
       }
       if (stray) {
@@ -707,19 +1127,29 @@ Status MicroVmDriver::Open() {
   }
   if (auto groups = o_.cgroups->List(); groups.ok()) {
     for (const std::string& g : *groups) {
-      if (std::find(report.adopted.begin(), report.adopted.end(), g) == report.adopted.end()) {
-        (void)o_.cgroups->KillAndRemove(g);
-      }
+      if (!adopted_cgroups.count(g)) (void)o_.cgroups->KillAndRemove(g);
     }
   }
-  // Unfinished snapshot builds ("snap…" directories; finished ones are named by their key).
+  // Unfinished snapshot builds ("snap…" directories; finished ones are named by their key),
+  // and snapshots of another VM layout (devices, kernel, QEMU: see VmLayoutKey), which could
+  // only fail to restore or, worse, restore into a VM that differs from what the node believes.
   if (DIR* d = ::opendir(snapshots_dir_.c_str())) {
+    const std::string current = "-" + VmLayoutKey();
     std::vector<std::string> left;
     while (dirent* e = ::readdir(d)) {
-      if (std::string_view(e->d_name).rfind("snap", 0) == 0) left.push_back(e->d_name);
+      std::string_view n = e->d_name;
+      if (n == "." || n == "..") continue;
+      const bool stale = n.size() < current.size() ||
+                         n.substr(n.size() - current.size()) != std::string_view(current);
+      if (n.rfind("snap", 0) == 0 || stale) left.push_back(std::string(n));
     }
     ::closedir(d);
-    for (const std::string& n : left) (void)RemoveTree(snapshots_dir_ + "/" + n);
+    for (const std::string& n : left) {
+      if (n.rfind("snap", 0) != 0) {
+        log::Info("microvm snapshot of another VM layout removed", {{"snapshot", n}});
+      }
+      (void)RemoveTree(snapshots_dir_ + "/" + n);
+    }
   }
   if (DIR* d = ::opendir(images_dir_.c_str())) {
     std::vector<std::string> left;
@@ -731,6 +1161,7 @@ Status MicroVmDriver::Open() {
     for (const std::string& n : left) ::unlink((images_dir_ + "/" + n).c_str());
   }
   recovered_.emplace(std::move(report), std::move(adopted));
+  StartPool();
   return Status::Ok();
 }
 
@@ -871,6 +1302,72 @@ Result<node::DriverPtr> NewMicroVmDriver(MicroVmDriverOptions options) {
   auto d = std::make_unique<MicroVmDriver>(std::move(options));
   HANGAR_TRY(d->Open());
   return node::DriverPtr(std::move(d));
+}
+
+node::WarmPoolStats GetMicroVmWarmPoolStats(const node::Driver& driver) {
+  const auto* d = dynamic_cast<const MicroVmDriver*>(&driver);
+  return d ? d->PoolStats() : node::WarmPoolStats{};
+}
+
+bool WaitForMicroVmWarmPool(const node::Driver& driver, std::chrono::milliseconds timeout) {
+  const auto* d = dynamic_cast<const MicroVmDriver*>(&driver);
+  return d != nullptr && d->WaitForPool(timeout);
+}
+
+Result<std::vector<MicroVmWarmPoolEntry>> ParseMicroVmWarmPool(std::string_view text) {
+  std::vector<MicroVmWarmPoolEntry> out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t comma = text.find(',', pos);
+    std::string item(text.substr(pos, comma == std::string_view::npos ? text.npos : comma - pos));
+    auto bad = [&item](std::string_view why) {
+      return Status::InvalidArgument(
+          fmt::format("node.microvm_warm_pool item '{}' {}: want "
+                      "template:count[:disk_mb[:memory_mb[:vcpus]]], e.g. base:2:1024:512:1",
+                      item, why));
+    };
+    size_t c1 = item.find(':');
+    if (c1 == std::string::npos || c1 == 0) return bad("has no template name");
+    MicroVmWarmPoolEntry e;
+    e.template_name = item.substr(0, c1);
+    if (e.template_name.find_first_of(" \t") != std::string::npos) {
+      return bad("has a space in the template name");
+    }
+    // count[:disk_mb[:memory_mb[:vcpus]]], each a plain decimal number.
+    unsigned long long nums[4] = {0, 1024, 512, 1};
+    std::string_view rest = std::string_view(item).substr(c1 + 1);
+    for (size_t k = 0;; ++k) {
+      size_t colon = rest.find(':');
+      std::string_view num = rest.substr(0, colon);
+      if (k == 4) return bad("has too many fields");
+      if (num.empty() || num.size() > 9 ||
+          !std::all_of(num.begin(), num.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) {
+        return bad(k == 0 ? "has no count" : "has a field that is not a number");
+      }
+      nums[k] = std::stoull(std::string(num));
+      if (colon == std::string_view::npos) break;
+      rest = rest.substr(colon + 1);
+    }
+    const unsigned long long count = nums[0], disk = nums[1], memory = nums[2], vcpus = nums[3];
+    if (count == 0 || count > 100) return bad("needs a count of 1-100");
+    if (disk < 64) return bad("needs disk_mb >= 64");
+    if (memory < 32 || memory > 256 * 1024) return bad("needs memory_mb of 32-262144");
+    if (vcpus < 1 || vcpus > 64) return bad("needs 1-64 vcpus");
+    e.size = count;
+    e.disk_mb = static_cast<int64_t>(disk);
+    e.memory_mb = static_cast<int64_t>(memory);
+    e.vcpus = static_cast<int>(vcpus);
+    for (const auto& other : out) {
+      if (other.template_name == e.template_name && other.disk_mb == e.disk_mb &&
+          other.memory_mb == e.memory_mb && other.vcpus == e.vcpus) {
+        return bad("repeats the shape of an earlier item");
+      }
+    }
+    out.push_back(std::move(e));
+    if (comma == std::string_view::npos) break;
+    pos = comma + 1;
+  }
+  return out;
 }
 
 Status PrepareSnapshot(node::Driver& driver, const std::string& template_name, int vcpus,

@@ -1,7 +1,8 @@
 // The microVM driver with real QEMU VMs (TCG on this kind of machine): create -> envd answers
 // over the port forward -> commands and files -> pause/resume -> usage -> stop/destroy ->
 // nothing left; recovery after a simulated agent crash; bad input; the guest's network is cut
-// off; snapshot restore. Needs root, busybox-static, QEMU and the guest kernel cache
+// off; snapshot restore; the warm pool (claims are fresh sandboxes, refill, nothing left after
+// destroy, shutdown or a crash). Needs root, busybox-static, QEMU and the guest kernel cache
 // (scripts/fetch-guest-kernel.sh); skips saying which is missing.
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -9,11 +10,13 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <sstream>
 #include <thread>
@@ -23,6 +26,7 @@
 #include "hangar/base/tempdir.h"
 #include "hangar/envd/client.h"
 #include "hangar/microvm/microvm_driver.h"
+#include "hangar/microvm/qmp.h"
 #include "hangar/node/cgroup.h"
 #include "hangar/storage/template_store.h"
 
@@ -39,8 +43,9 @@ Result<storage::TemplateInfo> ImportTemplate(storage::TemplateStore& store,
     HANGAR_TRY(MakeDirs(root + d));
   }
   HANGAR_TRY(RunChecked({"cp", "/bin/busybox", root + "/bin/busybox"}).status());
-  for (const char* a : {"sh", "cat", "echo", "ls", "id", "hostname", "df", "nc", "ip", "sync",
-                        "sleep", "awk", "date", "true", "grep", "dd", "wc", "uname", "tr"}) {
+  for (const char* a :
+       {"sh",    "cat", "echo", "ls",   "id",   "hostname", "df", "nc",    "ip", "sync",
+        "sleep", "awk", "date", "true", "grep", "dd",       "wc", "uname", "tr", "od"}) {
     const std::string link = root + "/bin/" + a;
     if (::symlink("busybox", link.c_str()) != 0) return Status::FromErrno(errno, "symlink");
   }
@@ -89,6 +94,46 @@ int Entries(const std::string& dir) {
   return n;
 }
 
+// Whether something accepts TCP connections on 127.0.0.1:port.
+bool Listening(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  UniqueFd s(fd);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+}
+
+int PortOf(const node::Sandbox& sb) {
+  const std::string tcp = sb.Envd().tcp;
+  return std::atoi(tcp.substr(tcp.rfind(':') + 1).c_str());
+}
+
+// Names in `dir` that start with `prefix`.
+std::vector<std::string> NamesWith(const std::string& dir, const std::string& prefix) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(dir.c_str());
+  while (dirent* e = d ? ::readdir(d) : nullptr) {
+    if (std::string_view(e->d_name).rfind(prefix, 0) == 0) out.push_back(e->d_name);
+  }
+  if (d) ::closedir(d);
+  return out;
+}
+
+// The host ports of every QEMU of `dir`'s VMs (from their QMP sockets: `info usernet`).
+std::vector<int> PoolPorts(const std::string& sandboxes_dir) {
+  std::vector<int> ports;
+  for (const std::string& n : NamesWith(sandboxes_dir, "pool-")) {
+    auto q = QmpClient::Connect(sandboxes_dir + "/" + n + "/qmp.sock");
+    if (!q.ok()) continue;
+    auto text = q->Human("info usernet");
+    if (text.ok()) ports.push_back(ParseHostForwardPort(*text));
+  }
+  return ports;
+}
+
 struct Ran {
   int code = -1;
   std::string out, err;
@@ -113,6 +158,55 @@ Ran Sh(const node::Sandbox& sb, const std::string& script, const std::string& us
   }
   r.code = done->exit_code;
   return r;
+}
+
+// 32 bytes from the guest kernel's CRNG (hex), as the sandbox's first programs would get them.
+std::string GuestRandom(const node::Sandbox& sb) {
+  Ran r = Sh(sb, "dd if=/dev/urandom bs=32 count=1 2>/dev/null | od -An -tx1 | tr -d ' \\n'");
+  return r.code == 0 ? r.out : "failed: " + r.err;
+}
+
+// What envd of `sb` answers to a call authenticated with `token`.
+Code EnvdAnswer(const node::Sandbox& sb, const std::string& token) {
+  auto c = envd::Client::Create({"", sb.Envd().tcp, token}, {.timeout = std::chrono::seconds(20)});
+  if (!c.ok()) return c.status().code();
+  return c->List().status().code();
+}
+
+// Two sandboxes restored from one snapshot: their own tokens (each refused by the other's
+// envd, the snapshot's refused by both, state.json holding the new one) and their own RNG
+// state (the first random bytes differ).
+void ExpectOwnTokenAndRng(const std::string& sandboxes_dir, const std::string& snap_token,
+                          const node::Sandbox& a, const node::Sandbox& b) {
+  const std::string rand_a = GuestRandom(a), rand_b = GuestRandom(b);
+  EXPECT_EQ(rand_a.size(), 64u) << rand_a;
+  EXPECT_EQ(rand_b.size(), 64u) << rand_b;
+  EXPECT_NE(rand_a, rand_b) << "two restored VMs drew the same random bytes";
+  const std::string ta = a.Envd().access_token, tb = b.Envd().access_token;
+  EXPECT_EQ(ta.size(), 32u);
+  EXPECT_NE(ta, tb);
+  EXPECT_NE(ta, snap_token);
+  EXPECT_NE(tb, snap_token);
+  EXPECT_EQ(EnvdAnswer(a, ta), Code::kOk);
+  EXPECT_EQ(EnvdAnswer(b, tb), Code::kOk);
+  EXPECT_EQ(EnvdAnswer(a, tb), Code::kUnauthenticated);
+  EXPECT_EQ(EnvdAnswer(b, ta), Code::kUnauthenticated);
+  EXPECT_EQ(EnvdAnswer(a, snap_token), Code::kUnauthenticated);
+  EXPECT_EQ(EnvdAnswer(b, snap_token), Code::kUnauthenticated);
+  for (const node::Sandbox* sb : {&a, &b}) {
+    auto state = ReadFile(sandboxes_dir + "/" + sb->Info().id + "/state.json");
+    ASSERT_TRUE(state.ok()) << state.status().ToString();
+    EXPECT_NE(state->find("\"" + sb->Envd().access_token + "\""), std::string::npos)
+        << "state.json does not record the sandbox's token";
+  }
+}
+
+// The envd token saved with the (only) snapshot under `data_dir`.
+std::string SnapshotToken(const std::string& data_dir) {
+  for (const std::string& n : NamesWith(data_dir + "/snapshots", "bbvm-")) {
+    if (auto t = ReadFile(data_dir + "/snapshots/" + n + "/token"); t.ok()) return *t;
+  }
+  return "";
 }
 
 class MicroVmTest : public ::testing::Test {
@@ -325,6 +419,18 @@ TEST_F(MicroVmTest, BadInputIsAClearErrorAndCreatesNothing) {
     EXPECT_EQ(Entries(SandboxesDir()), 0);
     EXPECT_TRUE(cgroups_->List().ok() && cgroups_->List()->empty());
   }
+  // A warm pool entry out of bounds: refused at open, nothing started.
+  {
+    MicroVmDriverOptions o = Options();
+    o.warm_pool.entries = {{.template_name = "bbvm", .size = 1, .vcpus = 0}};
+    auto bad = NewMicroVmDriver(o);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
+    EXPECT_NE(bad.status().message().find("warm pool entry 'bbvm'"), std::string::npos)
+        << bad.status().ToString();
+    EXPECT_EQ(Entries(SandboxesDir()), 0);
+    EXPECT_EQ(CountQemuFor(tmp_->path()), 0);
+  }
   // A driver that cannot run here says why.
   MicroVmDriverOptions o = Options();
   o.kernel_dir = tmp_->path() + "/no-kernel";
@@ -445,6 +551,9 @@ TEST_F(MicroVmTest, SnapshotRestoreStartsIndependentSandboxes) {
   auto ms = [](auto x) { return std::chrono::duration_cast<std::chrono::milliseconds>(x).count(); };
   std::printf("snapshot build %lld ms, restore %lld ms\n", static_cast<long long>(ms(t1 - t0)),
               static_cast<long long>(ms(t2 - t1)));
+  const std::string snap_token = SnapshotToken(tmp_->path() + "/data");
+  ASSERT_EQ(snap_token.size(), 32u);
+  ASSERT_NO_FATAL_FAILURE(ExpectOwnTokenAndRng(SandboxesDir(), snap_token, **a, **b));
   ASSERT_EQ(Sh(**a, "echo only-a > /root/f; sync").code, 0);
   Ran ra = Sh(**a, "hostname; df -m / | awk 'NR==2 {print $2}'; cat /root/f");
   Ran rb = Sh(**b, "hostname; df -m / | awk 'NR==2 {print $2}'; cat /root/f 2>&1; date +%Y");
@@ -466,6 +575,217 @@ TEST_F(MicroVmTest, SnapshotRestoreStartsIndependentSandboxes) {
   ASSERT_TRUE((*b)->Destroy().ok());
   EXPECT_EQ(Entries(SandboxesDir()), 0);
   EXPECT_EQ(CountQemuFor(tmp_->path()), 0);
+}
+
+// The warm pool: VMs restored and paused ahead; a matching Create claims one and gets a sandbox
+// of its own (id, hostname, disk, limits); the pool refills; a spec with an env or another size
+// takes the normal path; destroy and shutdown leave nothing (process, directory, cgroup, port).
+TEST_F(MicroVmTest, WarmPoolClaimsAreFreshSandboxesAndNothingIsLeft) {
+  MicroVmDriverOptions o = Options();
+  o.warm_pool.entries = {
+      {.template_name = "bbvm", .size = 2, .vcpus = 1, .memory_mb = 256, .disk_mb = 256}};
+  o.warm_pool.refill_delay = std::chrono::milliseconds(0);
+  auto opened = NewMicroVmDriver(o);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  node::DriverPtr d = std::move(*opened);
+  // A snapshot build (if an earlier test did not leave one) + two restores under TCG.
+  ASSERT_TRUE(WaitForMicroVmWarmPool(*d, std::chrono::minutes(4)));
+  node::WarmPoolStats s0 = GetMicroVmWarmPoolStats(*d);
+  EXPECT_EQ(s0.ready, 2u);
+  EXPECT_EQ(s0.created, 2u);
+  EXPECT_EQ(s0.claimed, 0u);
+  ASSERT_EQ(NamesWith(SandboxesDir(), "pool-").size(), 2u);
+  std::vector<int> slot_ports = PoolPorts(SandboxesDir());
+  ASSERT_EQ(slot_ports.size(), 2u);
+  // Waiting slots are paused: no CPU under TCG, and envd does not answer.
+  for (int port : slot_ports) {
+    auto c = envd::Client::Create({"", fmt::format("127.0.0.1:{}", port), ""},
+                                  {.timeout = std::chrono::milliseconds(1000)});
+    ASSERT_TRUE(c.ok());
+    EXPECT_FALSE(c->Health().ok()) << "a waiting pool VM answered";
+  }
+
+  auto t0 = std::chrono::steady_clock::now();
+  auto spec_a = Spec("poola");
+  spec_a.resources.read_iops = 150;
+  spec_a.resources.cpu_millis = 700;  // still one vCPU: served by the pool
+  auto a = d->Create(spec_a);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  Ran ra = Sh(**a,
+              "hostname; df -m / | awk 'NR==2 {print $2}'; date +%Y; "
+              "echo secret-a > /root/f; sync");
+  auto t1 = std::chrono::steady_clock::now();
+  std::printf("pooled create + first command %lld ms\n",
+              static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::milliseconds>(t1 - t0).count()));
+  ASSERT_EQ(ra.code, 0) << ra.err;
+  EXPECT_EQ(ra.out.substr(0, 6), "poola\n") << ra.out;
+  {
+    std::istringstream in(ra.out);
+    std::string line;
+    for (int i = 0; i < 2; ++i) std::getline(in, line);
+    EXPECT_GT(std::atoi(line.c_str()), 220) << ra.out;  // grown to 256 MB ahead of the claim
+    EXPECT_LE(std::atoi(line.c_str()), 256) << ra.out;
+    std::getline(in, line);
+    EXPECT_GE(std::atoi(line.c_str()), 2025) << "the clock was not set: " << ra.out;
+  }
+  node::WarmPoolStats s1 = GetMicroVmWarmPoolStats(*d);
+  EXPECT_EQ(s1.claimed, 1u);
+  EXPECT_EQ(s1.misses, 0u);
+  // It is a sandbox like any other: its directory, its state, its own port; the I/O limit of the
+  // spec applies (QEMU's throttling, set at claim).
+  const std::string dir_a = SandboxesDir() + "/poola";
+  EXPECT_EQ(::access((dir_a + "/state.json").c_str(), F_OK), 0);
+  EXPECT_EQ((*a)->Info().id, "poola");
+  EXPECT_EQ((*a)->Info().state, node::SandboxState::kRunning);
+  {
+    auto q = QmpClient::Connect(dir_a + "/qmp.sock");
+    ASSERT_TRUE(q.ok()) << q.status().ToString();
+    auto blocks = q->Execute("query-block");
+    ASSERT_TRUE(blocks.ok()) << blocks.status().ToString();
+    int64_t iops_rd = -1;
+    for (const auto& b : *blocks) {
+      if (b.value("device", "") == "root") iops_rd = b["inserted"].value("iops_rd", int64_t{-1});
+    }
+    EXPECT_EQ(iops_rd, 150);
+  }
+
+  auto b = d->Create(Spec("poolb"));
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  // Claimed slots, restored from one snapshot: tokens and RNG state of their own.
+  ASSERT_NO_FATAL_FAILURE(
+      ExpectOwnTokenAndRng(SandboxesDir(), SnapshotToken(tmp_->path() + "/data"), **a, **b));
+  Ran rb = Sh(**b, "hostname; cat /root/f 2>&1; ls /root");
+  ASSERT_EQ(rb.code, 0) << rb.err;
+  EXPECT_EQ(rb.out.substr(0, 6), "poolb\n") << rb.out;
+  EXPECT_EQ(rb.out.find("secret-a"), std::string::npos) << "a's file is visible in b: " << rb.out;
+  EXPECT_NE(PortOf(**a), PortOf(**b));
+  EXPECT_EQ(GetMicroVmWarmPoolStats(*d).claimed, 2u);
+  // The id is taken: no second sandbox of that name, and the pool keeps its VM.
+  EXPECT_EQ(d->Create(Spec("poola")).status().code(), Code::kAlreadyExists);
+  // Another disk size is not served by the pool (a miss: the snapshot restore path).
+  auto c = d->Create(Spec("poolc", 300));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  node::WarmPoolStats s2 = GetMicroVmWarmPoolStats(*d);
+  EXPECT_EQ(s2.claimed, 2u);
+  EXPECT_EQ(s2.misses, 1u);
+  EXPECT_EQ(Sh(**c, "hostname").out, "poolc\n");
+  // The environment of a pooled sandbox is that of a restored one (PATH and envd's per-user
+  // variables: nothing left from the slot).
+  Ran env_a = Sh(**a, "env | sort"), env_c = Sh(**c, "env | sort");
+  EXPECT_EQ(env_a.code, 0) << env_a.err;
+  EXPECT_EQ(env_a.out, env_c.out);
+  EXPECT_EQ(env_a.out.find("pool-"), std::string::npos) << env_a.out;
+
+  // The refill restores two more.
+  ASSERT_TRUE(WaitForMicroVmWarmPool(*d, std::chrono::minutes(2)));
+  node::WarmPoolStats s3 = GetMicroVmWarmPoolStats(*d);
+  EXPECT_EQ(s3.ready, 2u);
+  EXPECT_EQ(s3.created, 4u);
+  EXPECT_EQ(s3.failures, 0u);
+
+  // Destroy: nothing of the claimed VMs is left, not even their port.
+  std::vector<int> ports = {PortOf(**a), PortOf(**b), PortOf(**c)};
+  const int pid_a = (*a)->Info().init_pid;
+  for (auto* sb : {&*a, &*b, &*c}) ASSERT_TRUE((*sb)->Destroy().ok());
+  EXPECT_FALSE(Alive(pid_a));
+  for (int port : ports) EXPECT_FALSE(Listening(port)) << "port " << port << " still open";
+  EXPECT_EQ(NamesWith(SandboxesDir(), "pool").size(), 2u);  // only the new slots
+  EXPECT_EQ(Entries(SandboxesDir()), 2);
+
+  // Slots whose VMM died while waiting: the claim fails, that slot is destroyed and the create
+  // takes the restore path.
+  std::vector<int> left_ports = PoolPorts(SandboxesDir());
+  ASSERT_EQ(left_ports.size(), 2u);
+  for (const std::string& n : NamesWith(SandboxesDir(), "pool-")) {
+    auto pid = ReadFile(SandboxesDir() + "/" + n + "/qemu.pid");
+    ASSERT_TRUE(pid.ok()) << pid.status().ToString();
+    ASSERT_EQ(::kill(std::atoi(pid->c_str()), SIGKILL), 0);
+  }
+  auto e = d->Create(Spec("poold"));
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(Sh(**e, "hostname").out, "poold\n");
+  node::WarmPoolStats s4 = GetMicroVmWarmPoolStats(*d);
+  EXPECT_EQ(s4.claimed, 2u);
+  EXPECT_EQ(s4.failures, 1u);
+  ASSERT_TRUE((*e)->Destroy().ok());
+
+  // Shutdown: the unclaimed slots (dead or alive, and one the refill is restoring) go with the
+  // driver.
+  d.reset();
+  EXPECT_EQ(CountQemuFor(tmp_->path()), 0);
+  EXPECT_EQ(Entries(SandboxesDir()), 0);
+  EXPECT_TRUE(cgroups_->List().ok() && cgroups_->List()->empty());
+  for (int port : left_ports) EXPECT_FALSE(Listening(port)) << "port " << port << " still open";
+}
+
+// After an agent crash with a pool up: the claimed sandbox (whose VMM still names its slot
+// directory) is adopted; the unclaimed pool VMs are destroyed, never adopted or reported.
+TEST_F(MicroVmTest, RecoveryDestroysWarmPoolVmsAndAdoptsClaimedOnes) {
+  const std::string data = tmp_->path() + "/data";
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // The "agent": fills a pool of 2, claims one, then dies without any clean-up.
+    MicroVmDriverOptions o = Options();
+    o.warm_pool.entries = {
+        {.template_name = "bbvm", .size = 2, .vcpus = 1, .memory_mb = 256, .disk_mb = 256}};
+    o.warm_pool.refill_delay = std::chrono::minutes(10);  // no refill after the claim
+    auto d = NewMicroVmDriver(o);
+    if (!d.ok() || !WaitForMicroVmWarmPool(**d, std::chrono::minutes(4))) ::_exit(2);
+    auto sb = (*d)->Create(Spec("kept"));
+    if (!sb.ok() || GetMicroVmWarmPoolStats(**d).claimed != 1) ::_exit(3);
+    if (Sh(**sb, "echo kept > /root/mark; sync").code != 0) ::_exit(4);
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+  std::vector<std::string> slots = NamesWith(SandboxesDir(), "pool-");
+  ASSERT_EQ(slots.size(), 1u);
+  std::vector<int> slot_ports = PoolPorts(SandboxesDir());
+  ASSERT_EQ(slot_ports.size(), 1u);
+  EXPECT_EQ(CountQemuFor(tmp_->path()), 2);
+
+  auto d = Open();  // no pool configured now
+  ASSERT_NE(d, nullptr);
+  auto rec = d->Recover();
+  ASSERT_TRUE(rec.ok());
+  EXPECT_EQ(rec->first.adopted, std::vector<std::string>{"kept"});
+  EXPECT_TRUE(rec->first.destroyed.empty());
+  EXPECT_EQ(NamesWith(SandboxesDir(), "pool-").size(), 0u);
+  EXPECT_EQ(CountQemuFor(tmp_->path()), 1);
+  EXPECT_FALSE(Listening(slot_ports[0]));
+  ASSERT_EQ(rec->second.size(), 1u);
+  node::Sandbox& kept = *rec->second[0];
+  Ran r = Sh(kept, "hostname; cat /root/mark");
+  EXPECT_EQ(r.out, "kept\nkept\n") << r.err;
+  ASSERT_TRUE(kept.Destroy().ok());
+  EXPECT_EQ(CountQemuFor(tmp_->path()), 0);
+  EXPECT_EQ(Entries(SandboxesDir()), 0);
+  EXPECT_TRUE(cgroups_->List().ok() && cgroups_->List()->empty());
+}
+
+// A snapshot saved by another VM layout (device set, kernel, QEMU; here: named as before the
+// layout key existed, or with another key) is removed at open, never restored; snapshots of
+// the current layout stay.
+TEST_F(MicroVmTest, SnapshotsOfAnotherVmLayoutAreRemovedAtOpen) {
+  const std::string snaps = tmp_->path() + "/data/snapshots";
+  ASSERT_TRUE(MakeDirs(snaps).ok());
+  std::vector<std::string> current = NamesWith(snaps, "");
+  std::erase_if(current, [](const std::string& n) { return n == "." || n == ".."; });
+  for (const char* stale : {"bbvm-00112233aabbccdd-c1-m256", "bbvm-00112233aabbccdd-c1-m256-v0"}) {
+    ASSERT_TRUE(MakeDirs(snaps + "/" + stale).ok());
+    ASSERT_TRUE(WriteFile(snaps + "/" + stale + "/state.bin", "old").ok());
+    ASSERT_TRUE(WriteFile(snaps + "/" + stale + "/token", "0123456789abcdef0123456789abcdef").ok());
+  }
+  auto d = Open();
+  ASSERT_NE(d, nullptr);
+  std::vector<std::string> left = NamesWith(snaps, "");
+  std::erase_if(left, [](const std::string& n) { return n == "." || n == ".."; });
+  std::sort(left.begin(), left.end());
+  std::sort(current.begin(), current.end());
+  EXPECT_EQ(left, current);
 }
 
 }  // namespace

@@ -38,6 +38,11 @@ std::vector<std::string> BuildQemuArgs(const VmConfig& c) {
        fmt::format("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:{}", c.host_port,
                    c.guest_port),
        "-device", "virtio-net-pci,netdev=net0,id=nic0,romfile="});
+  // Host entropy for the guest's hwrng (at most 4 KiB/s: the guest cannot drain the host), and
+  // a fresh VM generation ID for every QEMU process (a restore included).
+  add({"-object", "rng-random,id=rng0,filename=/dev/urandom", "-device",
+       "virtio-rng-pci,rng=rng0,id=rng,max-bytes=4096,period=1000"});
+  add({"-device", "vmgenid,guid=auto,id=vmgenid"});
   for (const auto& [name, file] : c.fw_cfg) {
     add({"-fw_cfg", fmt::format("name=opt/hangar/{},file={}", name, file)});
   }

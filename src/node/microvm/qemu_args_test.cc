@@ -95,6 +95,20 @@ TEST(QemuArgsTest, RestoreDiffersOnlyInIncoming) {
   EXPECT_EQ(After(restore, "-incoming"), "exec:cat /s/state.bin");
 }
 
+// Entropy: virtio-rng from the host's /dev/urandom, rate-limited, and a vmgenid device whose
+// GUID QEMU draws anew at every start (a restore included); in the restore's argv too.
+TEST(QemuArgsTest, EntropyDevicesAreAttachedToEveryVm) {
+  VmConfig c = Sample();
+  c.incoming = "exec:cat /s/state.bin";
+  auto a = BuildQemuArgs(c);
+  EXPECT_EQ(After(a, "-object"), "rng-random,id=rng0,filename=/dev/urandom");
+  EXPECT_THAT(a, Contains("virtio-rng-pci,rng=rng0,id=rng,max-bytes=4096,period=1000"));
+  EXPECT_THAT(a, Contains("vmgenid,guid=auto,id=vmgenid"));
+  // The GUID must not be fixed: a constant would make every restore look like the same VM.
+  for (const auto& arg : a) EXPECT_THAT(arg, Not(HasSubstr("guid=0"))) << arg;
+  EXPECT_GE(kVmLayoutVersion, 2);
+}
+
 TEST(QemuArgsTest, VcpusRoundUpAndAreAtLeastOne) {
   EXPECT_EQ(VcpusFor(0), 1);
   EXPECT_EQ(VcpusFor(50), 1);

@@ -24,10 +24,34 @@
 // disk layer it had is kept beside it. A Create whose template, vCPUs, memory and env match a
 // snapshot copies that layer, starts QEMU with -incoming from the saved state (same devices,
 // its own forward, throttling and cgroup), resizes the disk to disk_mb (QMP block_resize) and
-// has envd grow the filesystem, set the hostname and the clock. Restored VMs of one snapshot
-// share its envd token and the guest's RNG state at snapshot time (see the ADR).
+// has envd grow the filesystem, set the hostname and the clock, and re-keys the guest: a fresh
+// envd token (written to envd's token file through the files API, then SIGHUP; the old token
+// is verified refused, and a VM whose re-keying fails is destroyed, never returned) and the
+// guest kernel's CRNG reseeded from host random bytes — no two restored VMs share the
+// snapshot's token or RNG state. Snapshots are keyed by the VM layout too (device set, kernel,
+// QEMU, accelerator); Open removes those of another layout, so none is restored into
+// mismatching devices.
 // With `auto_snapshot`, the first Create of a (template, vcpus, memory) with an empty env
-// builds the snapshot first. Warm pools: not yet (see the ADR).
+// builds the snapshot first.
+//
+// Warm pool (MicroVmDriverOptions::warm_pool, off by default): per entry (template, vCPUs,
+// memory, disk), N VMs restored from the snapshot ahead of time (the refill builds the
+// snapshot if missing), resumed once so that the disk is grown to the entry's disk_mb and envd
+// is known to answer, then paused (QMP stop: no CPU while waiting) under internal slot names
+// ("pool-<hex>", never a valid sandbox id: directory, cgroup and hostname). Create(spec) claims
+// one when the template, vCPUs, memory and disk_mb match the entry and spec.env is empty
+// (envd's environment is fixed at boot; anything else takes the restore or cold path): it
+// renames the slot's directory to the id (refused if the id exists), applies the spec's CPU
+// quota (cgroup) and I/O throttling (QMP block_set_io_throttle), resumes the VM, has envd set
+// the hostname to the id and the clock, and writes state.json — from then on it is a restored
+// sandbox like any other (state.json records the directory name QEMU's command line still
+// carries, so recovery recognises the VMM). Per sandbox: id, hostname, disk copy (its own
+// layer, never shared with another slot), CPU/IO limits, envd access token and RNG state (each
+// slot is re-keyed as a restore is, when it is restored; the claim reseeds the CRNG again);
+// the timeout is the supervisor's. A background thread refills the pool after
+// every claim (after `refill_delay`); a miss or a failed claim (the slot is destroyed) takes
+// the normal path. Destroying the driver stops the refill and destroys the unclaimed slots;
+// Recover() destroys every slot a previous run left (never adopted, not in the report).
 //
 // State: <data_dir>/sandboxes/<id>/{state.json, disk.qcow2, qmp.sock, qemu.pid, console.log,
 // fw/}. Recover() (at open, reported once) adopts a sandbox whose VMM is alive (pid from
@@ -42,10 +66,13 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "hangar/base/clock.h"
 #include "hangar/base/status.h"
 #include "hangar/node/cgroup.h"
+#include "hangar/node/ns_driver.h"
 #include "hangar/node/sandbox.h"
 
 namespace hangar::storage {
@@ -53,6 +80,26 @@ class TemplateStore;
 }  // namespace hangar::storage
 
 namespace hangar::microvm {
+
+// One (template, size) of VMs kept restored and paused.
+struct MicroVmWarmPoolEntry {
+  std::string template_name;
+  size_t size = 0;  // VMs kept ready (0: none)
+  // Only specs asking exactly this shape are served: VcpusFor(cpu_millis) == vcpus,
+  // memory_mb and disk_mb equal (disk_mb at least the template image's size).
+  int vcpus = 1;
+  int64_t memory_mb = 512;
+  int64_t disk_mb = 1024;
+};
+
+struct MicroVmWarmPoolOptions {
+  std::vector<MicroVmWarmPoolEntry> entries;  // empty: no warm pool (the default)
+  // After a failed refill (no such template yet, a restore that failed), wait this long.
+  std::chrono::milliseconds retry_after{5000};
+  // After a claim, the refill waits this long before restoring a replacement, so that the
+  // restore (seconds of CPU under TCG) does not compete with the claimed VM's first commands.
+  std::chrono::milliseconds refill_delay{1000};
+};
 
 struct MicroVmDriverOptions {
   std::string data_dir;                         // e.g. <node data>/microvm; created if missing
@@ -68,7 +115,8 @@ struct MicroVmDriverOptions {
   int64_t vmm_overhead_mb = 256;                    // added to memory_mb for the VMM cgroup's limit
   std::chrono::milliseconds boot_timeout{120'000};  // cold boot to envd /health (TCG is slow)
   bool auto_snapshot = false;
-  Clock* clock = nullptr;  // nullptr: SystemClock
+  Clock* clock = nullptr;            // nullptr: SystemClock
+  MicroVmWarmPoolOptions warm_pool;  // see the header comment; off unless entries are given
 };
 
 // Opens the driver: checks the host (QEMU binary, kernel cache, envd binary), recovers what a
@@ -86,5 +134,16 @@ Status PrepareSnapshot(node::Driver& driver, const std::string& template_name, i
 
 // vCPUs for a request: ceil(cpu_millis / 1000), at least 1.
 int VcpusFor(int64_t cpu_millis);
+
+// Warm pool counters of a driver made by NewMicroVmDriver (all zero for any other driver).
+node::WarmPoolStats GetMicroVmWarmPoolStats(const node::Driver& driver);
+// Waits until every warm pool entry is full (true) or `timeout` passes (false). For tests and
+// benchmarks; production never waits (a miss takes the restore or cold path).
+bool WaitForMicroVmWarmPool(const node::Driver& driver, std::chrono::milliseconds timeout);
+
+// Parses the node option `node.microvm_warm_pool`:
+// "template:count[:disk_mb[:memory_mb[:vcpus]]][,...]" (defaults disk 1024, memory 512,
+// 1 vCPU: the node API's defaults). invalid_argument naming the bad item and the option.
+Result<std::vector<MicroVmWarmPoolEntry>> ParseMicroVmWarmPool(std::string_view text);
 
 }  // namespace hangar::microvm

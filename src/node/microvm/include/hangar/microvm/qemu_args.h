@@ -4,12 +4,19 @@
 // devices, no display, the guest kernel + initramfs from the cache, the serial console into a
 // file, QMP on a Unix socket, -daemonize with a pid file (the VMM outlives a node agent
 // restart; recovery adopts it by pid), one virtio-blk root disk (qcow2 layer) with QEMU's
-// I/O throttling, settings as fw_cfg files (opt/hangar/<name>), and one virtio-net NIC on
-// user-mode networking with restrict=on: the guest reaches neither the host nor the outside;
-// only the host forward 127.0.0.1:<port> -> guest:<envd port> exists.
+// I/O throttling, settings as fw_cfg files (opt/hangar/<name>), one virtio-net NIC on
+// user-mode networking with restrict=on (the guest reaches neither the host nor the outside;
+// only the host forward 127.0.0.1:<port> -> guest:<envd port> exists), and two entropy devices:
+// virtio-rng fed by the host's /dev/urandom (rate-limited) and a vmgenid device with a new GUID
+// per QEMU process, which a guest kernel with a vmgenid driver (CONFIG_VMGENID) takes as "I was
+// restored" and reseeds its RNG on. Neither is the guest's only defence: the Debian cloud kernel
+// has no vmgenid driver and loads virtio_rng only if the initramfs carries it; the node reseeds a
+// restored guest itself (docs/adr/0008-microvm.md, item 9).
 // KVM when asked for (the caller checks /dev/kvm), TCG otherwise.
 // An incoming migration (snapshot restore) needs the exact same devices, so the argv differs
-// only in paths, the throttle values, the forward's host port and -incoming.
+// only in paths, the throttle values, the forward's host port and -incoming; kVmLayoutVersion
+// names the device set and is part of every snapshot's key, so a snapshot saved by another
+// device set is never restored.
 // Thread safety: pure functions.
 #pragma once
 
@@ -19,6 +26,11 @@
 #include <vector>
 
 namespace hangar::microvm {
+
+// Bump whenever BuildQemuArgs or GuestCmdline changes what the guest sees (a device, a machine
+// option, the kernel command line): snapshots of the old layout then stop matching.
+// 2: virtio-rng + vmgenid.
+constexpr int kVmLayoutVersion = 2;
 
 struct DriveThrottle {
   int64_t read_iops = 0, write_iops = 0;  // 0 = unlimited
