@@ -19,7 +19,7 @@
 #include <optional>
 
 #include "hangar/api/client.h"
-#include "hangar/api/forward.h"
+#include "hangar/e2b/proxy.h"
 #include "hangar/api/json.h"
 #include "hangar/base/base64.h"
 #include "hangar/base/fd.h"
@@ -682,46 +682,15 @@ void NodeRole::StartHeartbeats(const std::string& control_url, const std::string
 
 namespace {
 
-// envd's public routes, the only ones the node forwards for the E2B traffic proxy; envd's
-// internal ones (E2B's /init, /envs, /metrics...) stay unreachable even if an envd grew them.
-bool EnvdPublicPath(std::string_view path) {
-  if (path == "health" || path == "files") return true;
-  for (std::string_view service : {"process.Process/", "filesystem.Filesystem/"}) {
-    if (path.substr(0, service.size()) != service) continue;
-    std::string_view method = path.substr(service.size());
-    return !method.empty() && method.size() <= 64 &&
-           std::all_of(method.begin(), method.end(),
-                       [](char c) { return std::isalpha(static_cast<unsigned char>(c)) != 0; });
-  }
-  return false;
-}
-
-// One call to the sandbox's envd, streamed both ways (api::Forward): the client's X-Access-Token
-// is dropped and envd's own set; X-Envd-Authorization (the caller's "Basic <user>:") becomes
-// envd's Authorization, since this request's Authorization is the node's bearer token.
+// One call to the sandbox's envd for the E2B traffic proxy (e2b::ForwardToEnvd: envd's public
+// routes only, envd's own token).
 Result<api::Response> ForwardToEnvd(node::Supervisor* sup, const api::Request& req) {
   std::string path(req.param("path"));
-  if (!EnvdPublicPath(path)) return Status::NotFound("no envd route /" + path);
+  if (!e2b::IsEnvdPublicPath(path)) return Status::NotFound("no envd route /" + path);
   HANGAR_ASSIGN_OR_RETURN(node::EnvdEndpoint ep, sup->Envd(std::string(req.param("id"))));
-  api::Upstream up;
-  up.base_url = ep.unix_socket.empty() ? "http://" + ep.tcp : "unix:" + ep.unix_socket;
-  up.target = "/" + path;
-  if (!req.query_string().empty()) up.target += "?" + std::string(req.query_string());
-  if (!ep.access_token.empty()) up.set_headers.emplace_back("X-Access-Token", ep.access_token);
-  if (std::string_view user = req.header("X-Envd-Authorization"); !user.empty()) {
-    up.set_headers.emplace_back("Authorization", std::string(user));
-  }
-  api::ForwardOptions fo;
-  fo.request_headers = {"Content-Encoding",
-                        "Accept",
-                        "Accept-Encoding",
-                        "Connect-Protocol-Version",
-                        "Connect-Timeout-Ms",
-                        "Connect-Accept-Encoding",
-                        "Connect-Content-Encoding",
-                        "Keepalive-Ping-Interval",
-                        "X-Metadata-*"};
-  return api::Forward(req, up, fo);
+  return e2b::ForwardToEnvd(req, path,
+                            ep.unix_socket.empty() ? "http://" + ep.tcp : "unix:" + ep.unix_socket,
+                            ep.access_token);
 }
 
 }  // namespace

@@ -110,8 +110,8 @@ struct ChildPlan {
 // without close_range's CLOSE_RANGE_CLOEXEC (gVisor's sentry among them). Raw system calls and a
 // stack buffer only: this runs in the child. Returns 0 or the errno that stopped it.
 int CloexecByListing() noexcept {
-  int dir = static_cast<int>(::syscall(SYS_openat, AT_FDCWD, "/proc/self/fd",
-                                       O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  int dir = static_cast<int>(
+      ::syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir < 0) return errno;
   alignas(8) char buf[4096];
   for (;;) {

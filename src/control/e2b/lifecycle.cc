@@ -70,9 +70,10 @@ Result<int64_t> Seconds(const json& body, std::string_view name, int64_t fallbac
   if (it == body.end() || it->is_null()) return fallback;
   if (!it->is_number_integer() || it->get<int64_t>() < 0 ||
       it->get<int64_t>() > control::CreateLimits::kMaxTimeoutS) {
-    return Status::InvalidArgument(fmt::format("'{}' must be an integer number of seconds from 0 "
-                                               "to {}",
-                                               name, control::CreateLimits::kMaxTimeoutS));
+    return Status::InvalidArgument(
+        fmt::format("'{}' must be an integer number of seconds from 0 "
+                    "to {}",
+                    name, control::CreateLimits::kMaxTimeoutS));
   }
   return std::max<int64_t>(it->get<int64_t>(), 1);
 }
@@ -87,15 +88,16 @@ Result<std::map<std::string, std::string>> Strings(const json& body, std::string
     return Status::InvalidArgument(fmt::format("'{}' must be an object of strings", name));
   }
   if (it->size() > control::CreateLimits::kMaxEnvEntries) {
-    return Status::InvalidArgument(fmt::format("'{}' has more than {} entries", name,
-                                               control::CreateLimits::kMaxEnvEntries));
+    return Status::InvalidArgument(
+        fmt::format("'{}' has more than {} entries", name, control::CreateLimits::kMaxEnvEntries));
   }
   for (const auto& [k, v] : it->items()) {
     if (!std::regex_match(k, key_re)) {
       return Status::InvalidArgument(
           fmt::format("'{}' key '{}' is not valid ({})", name, k, key_rule));
     }
-    if (!v.is_string()) return Status::InvalidArgument(fmt::format("'{}.{}' must be a string", name, k));
+    if (!v.is_string())
+      return Status::InvalidArgument(fmt::format("'{}.{}' must be a string", name, k));
     const auto& s = v.get_ref<const std::string&>();
     if (s.size() > control::CreateLimits::kMaxString || s.find('\0') != std::string::npos) {
       return Status::InvalidArgument(fmt::format("'{}.{}' must be at most {} bytes without NUL",
@@ -233,8 +235,8 @@ Result<control::CreateRequest> CreateFromBody(const json& body, const LifecycleO
   HANGAR_ASSIGN_OR_RETURN(auto metadata,
                           Strings(body, "metadata", label_re, "1-63 of A-Z a-z 0-9 . _ / -"));
   if (metadata.size() > control::CreateLimits::kMaxMapEntries) {
-    return Status::InvalidArgument(fmt::format("'metadata' has more than {} entries",
-                                               control::CreateLimits::kMaxMapEntries));
+    return Status::InvalidArgument(
+        fmt::format("'metadata' has more than {} entries", control::CreateLimits::kMaxMapEntries));
   }
   for (const auto& [k, v] : metadata) {
     if (std::string_view(k).substr(0, kReservedPrefix.size()) == kReservedPrefix) {
@@ -258,13 +260,13 @@ Result<control::CreateRequest> CreateFromBody(const json& body, const LifecycleO
   return cr;
 }
 
-Result<api::Response> Create(const api::Request& req, const Team& team,
-                             const LifecycleOptions& o) {
+Result<api::Response> Create(const api::Request& req, const Team& team, const LifecycleOptions& o) {
   HANGAR_ASSIGN_OR_RETURN(json body, Body(req));
   HANGAR_ASSIGN_OR_RETURN(control::CreateRequest cr, CreateFromBody(body, o));
   auto out = o.service->Create(team, std::move(cr));
   if (!out.ok()) {
-    if (out.status().code() == Code::kResourceExhausted) return E2bError(429, out.status().message());
+    if (out.status().code() == Code::kResourceExhausted)
+      return E2bError(429, out.status().message());
     return out.status();
   }
   Task t = out->task;
@@ -276,8 +278,8 @@ Result<api::Response> Create(const api::Request& req, const Team& team,
   // Still pending or starting after the service's wait: E2B callers expect a usable sandbox or
   // an error, so it is killed (with the reason) rather than left to start unseen.
   (void)o.service->Kill(team, t.id);
-  return E2bError(503, fmt::format("sandbox {} did not start in time ({}); try again", t.id,
-                                   t.reason));
+  return E2bError(503,
+                  fmt::format("sandbox {} did not start in time ({}); try again", t.id, t.reason));
 }
 
 // GET /v2/sandboxes: metadata=<urlencoded "k=v&k2=v2">, state (repeated or comma-separated),
@@ -307,8 +309,7 @@ Result<api::Response> List(const api::Request& req, const Team& team, const Life
       } else if (s == "paused") {
         f.states.push_back(TaskState::kPaused);
       } else {
-        return Status::InvalidArgument(
-            fmt::format("state '{}' is not one of: running, paused", s));
+        return Status::InvalidArgument(fmt::format("state '{}' is not one of: running, paused", s));
       }
     }
   }
@@ -354,8 +355,8 @@ Result<api::Response> Connect(const api::Request& req, const Team& team,
     status = 201;
   }
   if (t.state != TaskState::kRunning) {
-    return Status::FailedPrecondition(fmt::format("sandbox '{}' is {} ({})", id,
-                                                  control::TaskStateName(t.state), t.reason));
+    return Status::FailedPrecondition(
+        fmt::format("sandbox '{}' is {} ({})", id, control::TaskStateName(t.state), t.reason));
   }
   int64_t now = NowMs(o);
   if (timeout > 0 && now + timeout * 1000 > t.deadline_ms) {
@@ -397,14 +398,12 @@ Status AddLifecycleRoutes(api::Router& router, const LifecycleOptions& options) 
   const LifecycleOptions o = options;
   control::ControlService* svc = o.service;
   api::RouteOptions blocking{.blocking = true};
-  auto create = Wrap(svc, [o](const api::Request& req, const Team& team) {
-    return Create(req, team, o);
-  });
+  auto create =
+      Wrap(svc, [o](const api::Request& req, const Team& team) { return Create(req, team, o); });
   HANGAR_TRY(router.Post("/sandboxes", create, blocking));
   HANGAR_TRY(router.Post("/v2/sandboxes", create, blocking));
-  auto list = Wrap(svc, [o](const api::Request& req, const Team& team) {
-    return List(req, team, o);
-  });
+  auto list =
+      Wrap(svc, [o](const api::Request& req, const Team& team) { return List(req, team, o); });
   HANGAR_TRY(router.Get("/sandboxes", list, blocking));
   HANGAR_TRY(router.Get("/v2/sandboxes", list, blocking));
   HANGAR_TRY(router.Get(
@@ -415,31 +414,31 @@ Status AddLifecycleRoutes(api::Router& router, const LifecycleOptions& options) 
              return api::JsonResponse(DetailJson(t, o.token_secret, true));
            }),
       blocking));
-  HANGAR_TRY(router.Delete(
-      "/sandboxes/{id}",
-      Wrap(svc,
-           [o](const api::Request& req, const Team& team) -> Result<api::Response> {
-             std::string id(req.param("id"));
-             HANGAR_TRY(Live(o.service, team, id).status());
-             HANGAR_TRY(o.service->Kill(team, id).status());
-             return api::Response::NoContent();
-           }),
-      blocking));
-  HANGAR_TRY(router.Post(
-      "/sandboxes/{id}/timeout",
-      Wrap(svc,
-           [o](const api::Request& req, const Team& team) -> Result<api::Response> {
-             std::string id(req.param("id"));
-             HANGAR_ASSIGN_OR_RETURN(json body, Body(req));
-             if (!body.contains("timeout")) {
-               return Status::InvalidArgument("'timeout' (seconds) is required");
-             }
-             HANGAR_ASSIGN_OR_RETURN(int64_t s, Seconds(body, "timeout", 0));
-             HANGAR_TRY(Live(o.service, team, id).status());
-             HANGAR_TRY(o.service->SetTimeout(team, id, s).status());
-             return api::Response::NoContent();
-           }),
-      blocking));
+  HANGAR_TRY(
+      router.Delete("/sandboxes/{id}",
+                    Wrap(svc,
+                         [o](const api::Request& req, const Team& team) -> Result<api::Response> {
+                           std::string id(req.param("id"));
+                           HANGAR_TRY(Live(o.service, team, id).status());
+                           HANGAR_TRY(o.service->Kill(team, id).status());
+                           return api::Response::NoContent();
+                         }),
+                    blocking));
+  HANGAR_TRY(
+      router.Post("/sandboxes/{id}/timeout",
+                  Wrap(svc,
+                       [o](const api::Request& req, const Team& team) -> Result<api::Response> {
+                         std::string id(req.param("id"));
+                         HANGAR_ASSIGN_OR_RETURN(json body, Body(req));
+                         if (!body.contains("timeout")) {
+                           return Status::InvalidArgument("'timeout' (seconds) is required");
+                         }
+                         HANGAR_ASSIGN_OR_RETURN(int64_t s, Seconds(body, "timeout", 0));
+                         HANGAR_TRY(Live(o.service, team, id).status());
+                         HANGAR_TRY(o.service->SetTimeout(team, id, s).status());
+                         return api::Response::NoContent();
+                       }),
+                  blocking));
   HANGAR_TRY(router.Post(
       "/sandboxes/{id}/refreshes",
       Wrap(svc,
@@ -454,37 +453,36 @@ Status AddLifecycleRoutes(api::Router& router, const LifecycleOptions& options) 
              return api::Response::NoContent();
            }),
       blocking));
-  auto connect = Wrap(svc, [o](const api::Request& req, const Team& team) {
-    return Connect(req, team, o);
-  });
+  auto connect =
+      Wrap(svc, [o](const api::Request& req, const Team& team) { return Connect(req, team, o); });
   HANGAR_TRY(router.Post("/sandboxes/{id}/connect", connect, blocking));
   HANGAR_TRY(router.Post("/v2/sandboxes/{id}/connect", connect, blocking));
-  HANGAR_TRY(router.Post(
-      "/sandboxes/{id}/pause",
-      Wrap(svc,
-           [o](const api::Request& req, const Team& team) -> Result<api::Response> {
-             std::string id(req.param("id"));
-             HANGAR_ASSIGN_OR_RETURN(Task t, Live(o.service, team, id));
-             if (t.state == TaskState::kPaused) {
-               return E2bError(409, fmt::format("sandbox '{}' is already paused", id));
-             }
-             HANGAR_TRY(o.service->Pause(team, id).status());
-             return api::Response::NoContent();
-           }),
-      blocking));
-  HANGAR_TRY(router.Post(
-      "/sandboxes/{id}/resume",
-      Wrap(svc,
-           [o](const api::Request& req, const Team& team) -> Result<api::Response> {
-             std::string id(req.param("id"));
-             HANGAR_ASSIGN_OR_RETURN(Task t, Live(o.service, team, id));
-             if (t.state == TaskState::kRunning) {
-               return E2bError(409, fmt::format("sandbox '{}' is already running", id));
-             }
-             HANGAR_ASSIGN_OR_RETURN(t, o.service->Resume(team, id));
-             return api::JsonResponse(SandboxJson(t, o.token_secret), 201);
-           }),
-      blocking));
+  HANGAR_TRY(
+      router.Post("/sandboxes/{id}/pause",
+                  Wrap(svc,
+                       [o](const api::Request& req, const Team& team) -> Result<api::Response> {
+                         std::string id(req.param("id"));
+                         HANGAR_ASSIGN_OR_RETURN(Task t, Live(o.service, team, id));
+                         if (t.state == TaskState::kPaused) {
+                           return E2bError(409, fmt::format("sandbox '{}' is already paused", id));
+                         }
+                         HANGAR_TRY(o.service->Pause(team, id).status());
+                         return api::Response::NoContent();
+                       }),
+                  blocking));
+  HANGAR_TRY(
+      router.Post("/sandboxes/{id}/resume",
+                  Wrap(svc,
+                       [o](const api::Request& req, const Team& team) -> Result<api::Response> {
+                         std::string id(req.param("id"));
+                         HANGAR_ASSIGN_OR_RETURN(Task t, Live(o.service, team, id));
+                         if (t.state == TaskState::kRunning) {
+                           return E2bError(409, fmt::format("sandbox '{}' is already running", id));
+                         }
+                         HANGAR_ASSIGN_OR_RETURN(t, o.service->Resume(team, id));
+                         return api::JsonResponse(SandboxJson(t, o.token_secret), 201);
+                       }),
+                  blocking));
   // What E2B has and Hangar does not (yet): a clear 400 instead of a 404 that reads like a typo.
   struct Missing {
     const char* method;
@@ -494,7 +492,8 @@ Status AddLifecycleRoutes(api::Router& router, const LifecycleOptions& options) 
   for (const Missing& m : {
            Missing{"GET", "/sandboxes/{id}/metrics",
                    "sandbox metrics are not available through the e2b API yet"},
-           Missing{"GET", "/sandboxes/{id}/logs", "use `hangar logs` or GET /v1/sandboxes/{id}/logs"},
+           Missing{"GET", "/sandboxes/{id}/logs",
+                   "use `hangar logs` or GET /v1/sandboxes/{id}/logs"},
            Missing{"POST", "/sandboxes/{id}/snapshots", "snapshots are not supported"},
            Missing{"POST", "/sandboxes/{id}/fork", "fork is not supported"},
            Missing{"PUT", "/sandboxes/{id}/network", "network rules are not supported yet"},

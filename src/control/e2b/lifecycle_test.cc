@@ -182,8 +182,8 @@ TEST_F(LifecycleTest, MetadataRouteTheSandboxAndTheTierIsVisible) {
   Beat();
   // The policy sends area=payments to the isolated tier; no isolated node exists, so the create
   // cannot start — it is refused (503) and the task killed, never run on a weaker tier.
-  auto r = Call("POST", "/v2/sandboxes",
-                {{"templateID", "base"}, {"metadata", {{"area", "payments"}}}});
+  auto r =
+      Call("POST", "/v2/sandboxes", {{"templateID", "base"}, {"metadata", {{"area", "payments"}}}});
   ExpectError(r, 503, "did not start");
   EXPECT_TRUE(nodes_.On("n1").empty());
   auto team = svc_->Authenticate(key_a_);
@@ -223,17 +223,16 @@ TEST_F(LifecycleTest, BadCreatesAreRefusedAndCreateNothing) {
   ExpectError(Call("POST", "/v2/sandboxes",
                    {{"templateID", "base"}, {"metadata", {{"hangar.tier", "shared"}}}}),
               400, "reserved");
-  ExpectError(Call("POST", "/v2/sandboxes",
-                   {{"templateID", "base"}, {"metadata", {{"bad key", "v"}}}}),
-              400, "metadata");
-  ExpectError(Call("POST", "/v2/sandboxes",
-                   {{"templateID", "base"}, {"envVars", {{"1X", "v"}}}}),
+  ExpectError(
+      Call("POST", "/v2/sandboxes", {{"templateID", "base"}, {"metadata", {{"bad key", "v"}}}}),
+      400, "metadata");
+  ExpectError(Call("POST", "/v2/sandboxes", {{"templateID", "base"}, {"envVars", {{"1X", "v"}}}}),
               400, "envVars");
-  ExpectError(Call("POST", "/v2/sandboxes", {{"templateID", "base"}, {"envVars", {{"A", 1}}}}),
-              400, "envVars.A");
-  ExpectError(Call("POST", "/v2/sandboxes",
-                   {{"templateID", "base"}, {"allow_internet_access", true}}),
-              400, "allow_internet_access");
+  ExpectError(Call("POST", "/v2/sandboxes", {{"templateID", "base"}, {"envVars", {{"A", 1}}}}), 400,
+              "envVars.A");
+  ExpectError(
+      Call("POST", "/v2/sandboxes", {{"templateID", "base"}, {"allow_internet_access", true}}), 400,
+      "allow_internet_access");
   ExpectError(Call("POST", "/v2/sandboxes", {{"templateID", "base"}, {"autoPause", true}}), 400,
               "autoPause");
   ExpectError(Call("POST", "/v2/sandboxes", {{"templateID", "base"}, {"mcp", {{"x", 1}}}}), 400,
@@ -276,9 +275,9 @@ TEST_F(LifecycleTest, ListFiltersByMetadataAndStateAndPages) {
   Beat();
   std::vector<std::string> ids;
   for (int i = 0; i < 5; ++i) {
-    ids.push_back(CreateOk({{"templateID", "base"},
-                            {"metadata", {{"run", i % 2 ? "odd" : "even"}, {"k/x", "a b&c"}}}})
-                      ["sandboxID"]);
+    ids.push_back(
+        CreateOk({{"templateID", "base"},
+                  {"metadata", {{"run", i % 2 ? "odd" : "even"}, {"k/x", "a b&c"}}}})["sandboxID"]);
   }
   // The SDK encodes each key and value, joins them as a query string and sends that as one
   // (encoded) parameter.

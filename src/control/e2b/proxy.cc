@@ -228,6 +228,32 @@ bool ValidMethod(std::string_view m) {
 
 }  // namespace
 
+bool IsEnvdPublicPath(std::string_view path) {
+  if (path == "health" || path == "files") return true;
+  for (std::string_view service : {"process.Process/", "filesystem.Filesystem/"}) {
+    if (path.substr(0, service.size()) == service) return ValidMethod(path.substr(service.size()));
+  }
+  return false;
+}
+
+Result<api::Response> ForwardToEnvd(const api::Request& req, std::string_view envd_path,
+                                    const std::string& envd_url, const std::string& envd_token) {
+  if (!IsEnvdPublicPath(envd_path)) {
+    return Status::NotFound("no envd route /" + std::string(envd_path));
+  }
+  api::Upstream up;
+  up.base_url = envd_url;
+  up.target = "/" + std::string(envd_path);
+  if (!req.query_string().empty()) up.target += "?" + std::string(req.query_string());
+  if (!envd_token.empty()) up.set_headers.emplace_back("X-Access-Token", envd_token);
+  if (std::string_view user = req.header("X-Envd-Authorization"); !user.empty()) {
+    up.set_headers.emplace_back("Authorization", std::string(user));
+  }
+  api::ForwardOptions fo;
+  fo.request_headers = kPassHeaders;
+  return api::Forward(req, up, fo);
+}
+
 std::string FilesSignature(std::string_view path, std::string_view operation,
                            std::string_view username, std::string_view token,
                            std::string_view expiration) {

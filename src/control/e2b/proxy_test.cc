@@ -137,7 +137,8 @@ class ProxyTest : public ::testing::Test {
     envd_url_ = "http://" + line.substr(10, line.find('\n') - 10);
   }
 
-  // What the node's route does (src/daemon/node_role.cc, ForwardToEnvd), plus bookkeeping.
+  // The node's route (src/daemon/node_role.cc): its bearer token, then ForwardToEnvd — plus
+  // bookkeeping.
   void StartNode() {
     api::Router router;
     auto h = [this](const api::Request& req) -> Result<api::Response> {
@@ -152,23 +153,7 @@ class ProxyTest : public ::testing::Test {
         for (const auto& [k, v] : req.headers()) node_headers_.emplace_back(k, v);
       }
       if (req.param("id") != kNodeSandbox) return Status::NotFound("no such sandbox");
-      api::Upstream up{envd_url_, "/" + std::string(req.param("path")), {}};
-      if (!req.query_string().empty()) up.target += "?" + std::string(req.query_string());
-      up.set_headers.emplace_back("X-Access-Token", kEnvdToken);
-      if (auto user = req.header("X-Envd-Authorization"); !user.empty()) {
-        up.set_headers.emplace_back("Authorization", std::string(user));
-      }
-      api::ForwardOptions fo;
-      fo.request_headers = {"Content-Encoding",
-                            "Accept",
-                            "Accept-Encoding",
-                            "Connect-Protocol-Version",
-                            "Connect-Timeout-Ms",
-                            "Connect-Accept-Encoding",
-                            "Connect-Content-Encoding",
-                            "Keepalive-Ping-Interval",
-                            "X-Metadata-*"};
-      return api::Forward(req, up, fo);
+      return ForwardToEnvd(req, req.param("path"), envd_url_, kEnvdToken);
     };
     api::RouteOptions ro{.max_body_bytes = size_t{1} << 30, .stream_body = true};
     ASSERT_TRUE(router.Get("/node/v1/sandboxes/{id}/envd/{path...}", h, ro).ok());

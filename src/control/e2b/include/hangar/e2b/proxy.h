@@ -72,6 +72,18 @@ struct ProxyOptions {
 // invalid_argument without a resolve function; the router's errors for duplicate routes.
 Status AddSandboxTrafficRoutes(api::Router& router, ProxyOptions options);
 
+// The node's half of the path (its route /node/v1/sandboxes/{id}/envd/{path...}): forwards one
+// call to a sandbox's envd at `envd_url` ("unix:/path" or "http://host:port"), streamed both
+// ways. Only envd's public routes pass (IsEnvdPublicPath; not_found otherwise, nothing sent);
+// the caller's X-Access-Token is replaced by envd's own `envd_token`, and X-Envd-Authorization
+// (the SDK's "Basic <user>:", renamed by the proxy since that hop's Authorization is the node's
+// bearer token) becomes envd's Authorization.
+Result<api::Response> ForwardToEnvd(const api::Request& req, std::string_view envd_path,
+                                    const std::string& envd_url, const std::string& envd_token);
+// envd's public routes: "health", "files", "process.Process/<Letters>",
+// "filesystem.Filesystem/<Letters>". E2B's internal ones (/init, /envs, ...) never match.
+bool IsEnvdPublicPath(std::string_view path);
+
 // The signature of a /files URL as the SDK and envd compute it:
 // "v1_" + base64raw(sha256("<path>:<operation>:<username>:<token>[:<expiration>]")).
 // `expiration` empty: none. Exposed for tests and for tools that hand out signed URLs.
