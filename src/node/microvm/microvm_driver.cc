@@ -537,7 +537,7 @@ Status MicroVmDriver::RekeyAndSetUp(Vm& vm, std::vector<std::string> setup_args)
   HANGAR_TRY(old_client.WriteFile(kGuestTokenFile, token, "root")
                  .status()
                  .With("writing the sandbox's envd token"));
-  setup_args.insert(setup_args.end(), {"--reload-token"});
+  setup_args.insert(setup_args.end(), {"--seed-rng", RandomHex(32), "--reload-token"});
   HANGAR_TRY(GuestSetup(vm, setup_args));
   HANGAR_ASSIGN_OR_RETURN(envd::Client new_client, envd::Client::Create({"", address, token}));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -736,7 +736,6 @@ Status MicroVmDriver::PrepareSnapshot(const std::string& template_name, int vcpu
   if (Status st = WaitForEnvdTcp(vm.port, o_.boot_timeout, vm.pidfd.get()); !st.ok()) {
     return cleanup(st);
   }
-  std::this_thread::sleep_for(std::chrono::seconds(130));  // EXPERIMENT
   auto qmp = QmpClient::Connect(vm.paths.qmp, std::chrono::seconds(60));
   if (!qmp.ok()) return cleanup(qmp.status());
   const std::string state = vm.paths.dir + "/state.bin";
@@ -962,7 +961,7 @@ Result<node::SandboxPtr> MicroVmDriver::ClaimSlot(std::unique_ptr<MicroVmSandbox
             .count();
     // Reseeded again: slots were reseeded when restored, but a claim costs one more argument.
     return GuestSetup(sb->vm_, {"--set-hostname", spec.id, "--set-clock-ns", std::to_string(now_ns),
-                                });
+                                "--seed-rng", RandomHex(32)});
   }();
   if (st.ok()) {
     sb->info_.state = node::SandboxState::kRunning;
@@ -1015,8 +1014,13 @@ Status MicroVmDriver::Open() {
     HANGAR_TRY(MakeDirs(d));
     ::chmod(d.c_str(), 0700);
   }
-  HANGAR_ASSIGN_OR_RETURN(qemu_version_, RunChecked({o_.qemu_binary, "--version"}));
-  qemu_version_ = qemu_version_.substr(0, qemu_version_.find('\n'));
+  // Part of the snapshots' key. A binary that cannot say its version will not start a VM
+  // either: Create reports that, with QEMU's own error.
+  if (auto v = RunChecked({o_.qemu_binary, "--version"}); v.ok()) {
+    qemu_version_ = v->substr(0, v->find('\n'));
+  } else {
+    log::Warn("microvm: cannot read the QEMU version", {{"error", v.status().ToString()}});
+  }
   node::RecoveryReport report;
   std::vector<node::SandboxPtr> adopted;
   // What the adopted VMMs' command lines name, and their cgroups: everything else is swept.
