@@ -262,6 +262,8 @@ class MicroVmDriver final : public node::Driver {
   void StartPool();
   void StopPool();
   void RefillLoop();
+  void ConsoleGuardLoop();
+  void CapConsoles();
   bool PoolFull() const;  // pool_mu_ held
   Result<std::unique_ptr<MicroVmSandbox>> StartSlot(const MicroVmWarmPoolEntry& e);
   Result<node::SandboxPtr> ClaimSlot(std::unique_ptr<MicroVmSandbox> slot,
@@ -283,6 +285,7 @@ class MicroVmDriver final : public node::Driver {
   node::WarmPoolStats pool_stats_;
   bool pool_stop_ = false;
   std::thread refill_;
+  std::thread console_guard_;
 };
 
 // --- host checks --------------------------------------------------------------------------
@@ -797,6 +800,39 @@ void MicroVmDriver::StartPool() {
   if (std::any_of(entries.begin(), entries.end(), [](const auto& e) { return e.size > 0; })) {
     refill_ = std::thread([this] { RefillLoop(); });
   }
+  console_guard_ = std::thread([this] { ConsoleGuardLoop(); });
+}
+
+void MicroVmDriver::ConsoleGuardLoop() {
+  std::unique_lock lock(pool_mu_);
+  while (!pool_stop_) {
+    lock.unlock();
+    CapConsoles();
+    lock.lock();
+    pool_cv_.wait_for(lock, o_.console_check, [this] { return pool_stop_; });
+  }
+}
+
+// QEMU appends to console.log (O_APPEND): truncating it under QEMU is safe, its next write lands
+// at the new end.
+void MicroVmDriver::CapConsoles() {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(sandboxes_dir_, ec)) {
+    const std::string path = e.path().string() + "/console.log";
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || st.st_size <= o_.console_max_bytes) continue;
+    if (::truncate(path.c_str(), 0) != 0) continue;
+    int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd >= 0) {
+      std::string line =
+          fmt::format("\n[hangar: the console passed {} bytes; what came before was dropped]\n",
+                      o_.console_max_bytes);
+      (void)!::write(fd, line.data(), line.size());
+      ::close(fd);
+    }
+    log::Warn("microvm console cut back", {{"sandbox", e.path().filename().string()},
+                                           {"bytes", static_cast<int64_t>(st.st_size)}});
+  }
 }
 
 void MicroVmDriver::StopPool() {
@@ -806,6 +842,7 @@ void MicroVmDriver::StopPool() {
   }
   pool_cv_.notify_all();
   if (refill_.joinable()) refill_.join();
+  if (console_guard_.joinable()) console_guard_.join();
   std::vector<std::unique_ptr<MicroVmSandbox>> left;
   {
     std::lock_guard lock(pool_mu_);

@@ -453,10 +453,25 @@ TEST_F(MicroVmTest, GuestReachesNeitherTheHostNorTheOutside) {
   UniqueFd listener(ls);
   const int port = ntohs(a.sin_port);
 
-  auto d = Open();
-  ASSERT_NE(d, nullptr);
+  MicroVmDriverOptions o = Options();
+  o.console_max_bytes = 64 << 10;
+  o.console_check = std::chrono::milliseconds(50);
+  auto opened = NewMicroVmDriver(o);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  node::DriverPtr d = std::move(*opened);
   auto sb = d->Create(Spec("vm4"));
   ASSERT_TRUE(sb.ok()) << sb.status().ToString();
+  // A guest flooding its serial console (a host file, outside its disk quota) cannot fill the
+  // node's disk: the file is cut back, saying so.
+  Ran flood = Sh(**sb,
+                 "busybox dd if=/dev/zero bs=4096 count=128 2>/dev/null | busybox tr '\\0' x "
+                 "> /dev/ttyS0; echo flooded");
+  EXPECT_EQ(flood.out, "flooded\n") << flood.err;
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto console = ReadFile(SandboxesDir() + "/vm4/console.log");
+  ASSERT_TRUE(console.ok()) << console.status().ToString();
+  EXPECT_LT(console->size(), size_t{256} << 10);
+  EXPECT_NE(console->find("[hangar: the console passed 65536 bytes"), std::string::npos);
   // As root in the guest, even with a default route added: slirp's restrict=on drops it.
   std::string script = fmt::format(
       "ip route add default via 10.0.2.2 dev eth0 2>/dev/null; "

@@ -22,7 +22,10 @@ std::vector<std::string> BuildQemuArgs(const VmConfig& c) {
   add({"-m", fmt::format("{}M", c.memory_mb), "-smp", std::to_string(c.vcpus)});
   add({"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"});
   add({"-kernel", c.kernel, "-initrd", c.initrd, "-append", c.cmdline});
-  add({"-serial", "file:" + c.console_log});
+  // Appended (O_APPEND), so the driver can cut an oversized console back while QEMU writes.
+  std::string console_path;
+  for (char ch : c.console_log) console_path += ch == ',' ? std::string(",,") : std::string(1, ch);
+  add({"-chardev", "file,id=console,append=on,path=" + console_path, "-serial", "chardev:console"});
   add({"-qmp", fmt::format("unix:{},server=on,wait=off", c.qmp_socket)});
   add({"-daemonize", "-pidfile", c.pid_file});
   std::string drive = fmt::format(

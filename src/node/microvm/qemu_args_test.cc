@@ -44,7 +44,8 @@ TEST(QemuArgsTest, TcgVmHasRequestedSizeConsoleQmpAndNoDefaults) {
   EXPECT_EQ(After(a, "-smp"), "2");
   EXPECT_THAT(a, Contains("-nodefaults"));
   EXPECT_THAT(a, Contains("-no-reboot"));
-  EXPECT_EQ(After(a, "-serial"), "file:/d/sb/console.log");
+  EXPECT_EQ(After(a, "-serial"), "chardev:console");
+  EXPECT_EQ(After(a, "-chardev"), "file,id=console,append=on,path=/d/sb/console.log");
   EXPECT_EQ(After(a, "-qmp"), "unix:/d/sb/qmp.sock,server=on,wait=off");
   EXPECT_EQ(After(a, "-pidfile"), "/d/sb/qemu.pid");
   EXPECT_EQ(After(a, "-fw_cfg"), "name=opt/hangar/token,file=/d/sb/fw/token");

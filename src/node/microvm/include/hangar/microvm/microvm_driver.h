@@ -117,6 +117,11 @@ struct MicroVmDriverOptions {
   bool auto_snapshot = false;
   Clock* clock = nullptr;            // nullptr: SystemClock
   MicroVmWarmPoolOptions warm_pool;  // see the header comment; off unless entries are given
+  // The serial console is a host file outside the sandbox's disk quota: one above this size is
+  // cut back to a line saying so, checked every console_check (a guest flooding its ttyS0
+  // cannot fill the node's disk; what it writes is its own log, bounded).
+  int64_t console_max_bytes = int64_t{8} << 20;
+  std::chrono::milliseconds console_check{1000};
 };
 
 // Opens the driver: checks the host (QEMU binary, kernel cache, envd binary), recovers what a
