@@ -184,8 +184,11 @@ class Checker:
         if why:
             errors.append(why)
         else:
-            for hname in (entry.get("headers") or {}):
-                if hname.lower() not in hdrs:
+            for hname, hdoc in (entry.get("headers") or {}).items():
+                if "$ref" in hdoc:
+                    hdoc = resolve(self.spec, hdoc["$ref"])
+                # Documented headers are expected unless marked `required: false`.
+                if hname.lower() not in hdrs and hdoc.get("required", True):
                     errors.append(f"documented header {hname} missing")
             content = entry.get("content") or {}
             ctype = hdrs.get("content-type", "").split(";")[0].strip()
