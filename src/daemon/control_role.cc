@@ -6,6 +6,7 @@
 
 #include "hangar/base/fd.h"
 #include "hangar/base/log.h"
+#include "hangar/base/random.h"
 #include "hangar/control/api.h"
 #include "hangar/control/service.h"
 #include "hangar/control/store.h"
@@ -67,13 +68,6 @@ void AddControlOptions(ConfigSchema& s) {
 }
 
 namespace {
-
-std::string RandomHex(size_t bytes) {
-  std::random_device rd;
-  std::string out;
-  for (size_t i = 0; i < bytes; ++i) out += fmt::format("{:02x}", rd() & 0xff);
-  return out;
-}
 
 std::string Trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r')) s.pop_back();

@@ -19,12 +19,13 @@
 #include <optional>
 
 #include "hangar/api/client.h"
-#include "hangar/e2b/proxy.h"
 #include "hangar/api/json.h"
 #include "hangar/base/base64.h"
 #include "hangar/base/fd.h"
 #include "hangar/base/log.h"
+#include "hangar/base/random.h"
 #include "hangar/control/api.h"
+#include "hangar/e2b/proxy.h"
 #include "hangar/envd/client.h"
 #include "hangar/gvisor/gvisor_driver.h"
 #include "hangar/microvm/microvm_driver.h"
@@ -189,13 +190,6 @@ Result<std::vector<node::WarmPoolEntry>> ParseWarmPool(std::string_view text) {
     if (comma == std::string_view::npos) break;
     pos = comma + 1;
   }
-  return out;
-}
-
-std::string RandomHex(size_t bytes) {
-  std::random_device rd;
-  std::string out;
-  for (size_t i = 0; i < bytes; ++i) out += fmt::format("{:02x}", rd() & 0xff);
   return out;
 }
 
@@ -519,9 +513,8 @@ Status StartStrongDrivers(const Config& config, const std::string& data_dir, Clo
     mo.kernel_dir = config.GetString("node.guest_kernel_dir");
     mo.clock = &clock;
     // Bad syntax stops the node (as node.warm_pool does), whether or not this host runs VMs.
-    HANGAR_ASSIGN_OR_RETURN(
-        mo.warm_pool.entries,
-        microvm::ParseMicroVmWarmPool(config.GetString("node.microvm_warm_pool")));
+    HANGAR_ASSIGN_OR_RETURN(mo.warm_pool.entries, microvm::ParseMicroVmWarmPool(
+                                                      config.GetString("node.microvm_warm_pool")));
     Status st = microvm::QemuAvailable(mo);
     if (st.ok()) {
       node::CgroupOptions co;
@@ -685,10 +678,8 @@ namespace {
 // One call to the sandbox's envd for the E2B traffic proxy (e2b::ForwardToEnvd: envd's public
 // routes only, envd's own token).
 Result<api::Response> ForwardToEnvd(node::Supervisor* sup, const api::Request& req) {
-  std::string path(req.param("path"));
-  if (!e2b::IsEnvdPublicPath(path)) return Status::NotFound("no envd route /" + path);
   HANGAR_ASSIGN_OR_RETURN(node::EnvdEndpoint ep, sup->Envd(std::string(req.param("id"))));
-  return e2b::ForwardToEnvd(req, path,
+  return e2b::ForwardToEnvd(req, req.param("path"),
                             ep.unix_socket.empty() ? "http://" + ep.tcp : "unix:" + ep.unix_socket,
                             ep.access_token);
 }

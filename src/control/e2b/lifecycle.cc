@@ -45,12 +45,7 @@ api::Response E2bError(const Status& st) {
 template <typename Fn>
 api::Handler Wrap(control::ControlService* svc, Fn fn) {
   return [svc, fn](const api::Request& req) -> Result<api::Response> {
-    std::string_view key = req.header("X-API-Key");
-    if (key.empty()) {
-      std::string_view auth = req.header("Authorization");
-      if (auth.substr(0, 7) == "Bearer ") key = auth.substr(7);
-    }
-    auto team = svc->Authenticate(key);
+    auto team = svc->Authenticate(control::ApiKeyOf(req));
     if (!team.ok()) return E2bError(401, "Invalid API key: " + team.status().message());
     Result<api::Response> r = fn(req, *team);
     if (!r.ok()) return E2bError(r.status());

@@ -138,12 +138,6 @@ json TimeOrNull(int64_t ms) { return ms == 0 ? json(nullptr) : json(FormatMs(ms)
 
 // --- auth -------------------------------------------------------------------------------------
 
-std::string_view KeyOf(const api::Request& req) {
-  std::string_view auth = req.header("Authorization");
-  if (auth.substr(0, 7) == "Bearer ") return auth.substr(7);
-  return req.header("X-API-Key");
-}
-
 Status CheckToken(const api::Request& req, const std::string& want, std::string_view what) {
   std::string_view got = req.header("Authorization");
   if (want.empty() || got != "Bearer " + want) {
@@ -334,10 +328,9 @@ json NodeToJson(const Node& n) {
 }
 
 Result<NodeReport> NodeReportFromJson(const json& body) {
-  HANGAR_TRY(CheckKeys(
-      body, "",
-      {"id", "pool", "url", "token", "drivers", "capacity", "usage", "templates", "bash_templates",
-       "sandboxes"}));
+  HANGAR_TRY(CheckKeys(body, "",
+                       {"id", "pool", "url", "token", "drivers", "capacity", "usage", "templates",
+                        "bash_templates", "sandboxes"}));
   NodeReport r;
   Node& n = r.node;
   HANGAR_ASSIGN_OR_RETURN(n.id, StringField(body, "id", "", 128));
@@ -397,13 +390,19 @@ json NodeReportToJson(const NodeReport& r) {
 
 // --- routes -------------------------------------------------------------------------------------
 
+std::string_view ApiKeyOf(const api::Request& req) {
+  std::string_view auth = req.header("Authorization");
+  if (auth.substr(0, 7) == "Bearer ") return auth.substr(7);
+  return req.header("X-API-Key");
+}
+
 Status AddControlRoutes(api::Router& router, const ApiOptions& options) {
   ControlService* svc = options.service;
   if (svc == nullptr) return Status::InvalidArgument("AddControlRoutes: no service");
   // Every /v1 route (but admin) authenticates the caller's team first.
   auto team_route = [svc](auto handler) {
     return [svc, handler](const api::Request& req) -> Result<api::Response> {
-      HANGAR_ASSIGN_OR_RETURN(Team team, svc->Authenticate(KeyOf(req)));
+      HANGAR_ASSIGN_OR_RETURN(Team team, svc->Authenticate(ApiKeyOf(req)));
       return handler(req, team);
     };
   };

@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "hangar/base/log.h"
+#include "hangar/base/random.h"
 #include "hangar/control/policy.h"
 #include "hangar/control/scheduler.h"
 
@@ -23,14 +24,6 @@ namespace {
 
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
-
-std::string RandomHex(size_t bytes) {
-  static thread_local std::random_device rd;
-  std::string out;
-  out.reserve(bytes * 2);
-  for (size_t i = 0; i < bytes; ++i) out += fmt::format("{:02x}", rd() & 0xff);
-  return out;
-}
 
 std::string Sha256Hex(std::string_view data) {
   unsigned char digest[SHA256_DIGEST_LENGTH];

@@ -30,6 +30,7 @@
 #include "hangar/base/child.h"
 #include "hangar/base/fd.h"
 #include "hangar/base/log.h"
+#include "hangar/base/random.h"
 #include "hangar/base/tempdir.h"
 #include "hangar/envd/client.h"
 #include "hangar/microvm/qemu_args.h"
@@ -50,23 +51,6 @@ constexpr char kGuestTokenFile[] = "/.hangar/run/token";
 constexpr std::string_view kSlotPrefix = "pool-";
 
 bool IsSlotName(std::string_view name) { return name.rfind(kSlotPrefix, 0) == 0; }
-
-// From the kernel's CSPRNG: tokens and RNG seeds are secrets (a tenant sees its own sandboxes'
-// tokens; a seeded PRNG's output would let it predict others').
-std::string RandomHex(size_t bytes) {
-  std::string raw(bytes, '\0');
-  size_t got = 0;
-  while (got < bytes) {
-    ssize_t n = ::getrandom(raw.data() + got, bytes - got, 0);
-    if (n < 0 && errno == EINTR) continue;
-    assert(n > 0);  // getrandom(2) with flags 0 fails only on bad arguments
-    got += static_cast<size_t>(n);
-  }
-  std::string s;
-  s.reserve(bytes * 2);
-  for (unsigned char c : raw) s += fmt::format("{:02x}", c);
-  return s;
-}
 
 bool Exists(const std::string& p) { return ::access(p.c_str(), F_OK) == 0; }
 

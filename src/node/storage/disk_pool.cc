@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "hangar/base/log.h"
+#include "hangar/base/random.h"
 #include "hangar/base/tempdir.h"
 #include "hangar/storage/recovery.h"
 #include "storage_util.h"
@@ -48,7 +49,7 @@ std::string DiskPool::disks_dir() const { return DisksDir(options_.data_dir); }
 
 Result<Disk> DiskPool::MakeDisk(uint64_t size_mb) const {
   const std::string image =
-      internal::JoinPath(disks_dir(), fmt::format("{}m-{}.img", size_mb, internal::RandomHex(8)));
+      internal::JoinPath(disks_dir(), fmt::format("{}m-{}.img", size_mb, RandomHex(8)));
   HANGAR_ASSIGN_OR_RETURN(Disk disk, Disk::Create(image, size_mb, options_.format));
   if (options_.attach) HANGAR_TRY(disk.Attach(options_.loop));
   if (options_.premount) {

@@ -116,23 +116,6 @@ Result<std::vector<std::string>> MountinfoLinesMentioning(std::string_view needl
   return out;
 }
 
-std::string RandomHex(size_t n) {
-  std::string bytes(n, '\0');
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = ::getrandom(bytes.data() + got, n - got, 0);
-    if (r < 0) {
-      // getrandom only fails with EINTR once the pool is initialised (it is, long before
-      // a daemon starts); retry.
-      continue;
-    }
-    got += static_cast<size_t>(r);
-  }
-  std::string hex;
-  for (unsigned char c : bytes) hex += fmt::format("{:02x}", c);
-  return hex;
-}
-
 Result<UniqueFd> OpenInRoot(int root_fd, const std::string& path, int flags) {
   struct open_how how = {};
   how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);

@@ -38,9 +38,6 @@ Result<std::vector<std::string>> MountPointsOfDevice(dev_t dev);
 // The mountinfo lines (raw) that mention `needle` anywhere (mount point, source or options).
 Result<std::vector<std::string>> MountinfoLinesMentioning(std::string_view needle);
 
-// `n` random bytes as lowercase hex (getrandom).
-std::string RandomHex(size_t n);
-
 // openat2(2) with RESOLVE_IN_ROOT: resolves `path` as if `root_fd` were "/", so absolute
 // symlinks inside an untrusted rootfs cannot reach the host.
 Result<UniqueFd> OpenInRoot(int root_fd, const std::string& path, int flags);

@@ -18,6 +18,7 @@
 #include "hangar/base/child.h"
 #include "hangar/base/fd.h"
 #include "hangar/base/log.h"
+#include "hangar/base/random.h"
 #include "hangar/base/tempdir.h"
 #include "storage_util.h"
 
@@ -272,7 +273,7 @@ Status TemplateStore::Remove(std::string_view name) {
   // Disappear atomically first; the slow delete happens in staging (finished by the next Open
   // if interrupted).
   const std::string doomed = JoinPath(JoinPath(options_.root, kStaging),
-                                      fmt::format("{}.rm{}", name, internal::RandomHex(4)));
+                                      fmt::format("{}.rm{}", name, RandomHex(4)));
   if (::rename(dir.c_str(), doomed.c_str()) != 0) {
     return Status::FromErrno(errno, fmt::format("rename({}, {})", dir, doomed));
   }

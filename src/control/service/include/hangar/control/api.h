@@ -25,6 +25,9 @@ struct ApiOptions {
 
 Status AddControlRoutes(api::Router& router, const ApiOptions& options);
 
+// The API key a request presents: `Authorization: Bearer <key>`, else `X-API-Key`; "" if none.
+std::string_view ApiKeyOf(const api::Request& req);
+
 // Bounds of a create request; every field is checked and a violation names the field.
 struct CreateLimits {
   static constexpr int64_t kMinCpuMillis = 100, kMaxCpuMillis = 64'000;
