@@ -86,7 +86,7 @@ struct Flags {
   bool use_envd = true;
   std::string envd_path;  // default: envd next to this binary
   int netns_pool = -1;    // -1: the driver's default (4)
-  int userns_pool = 2;    // the driver's default is 0 (opt-in)
+  int userns_pool = 2;    // the driver's default
 };
 
 std::optional<Flags> ParseFlags(int argc, char** argv) {
@@ -265,7 +265,7 @@ class PeerHelper {
 // in a new user namespace, mapped, held by an fd; then SIGKILLed and reaped.
 Result<UniqueFd> MakeUserNamespace(const node::IdRange& range) {
   constexpr size_t kStack = 64 * 1024;
-  std::vector<char> stack(kStack);
+  HANGAR_ASSIGN_OR_RETURN(CloneStack stack, CloneStack::Make(kStack));
   pid_t pid;
   {
     sigset_t all, old;
@@ -275,7 +275,7 @@ Result<UniqueFd> MakeUserNamespace(const node::IdRange& range) {
         [](void*) -> int {
           for (;;) ::pause();
         },
-        stack.data() + kStack, CLONE_NEWUSER | CLONE_VM | SIGCHLD, nullptr);
+        stack.top(), CLONE_NEWUSER | CLONE_VM | SIGCHLD, nullptr);
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   }
   if (pid < 0) return Status::FromErrno(errno, "clone(CLONE_NEWUSER|CLONE_VM)");
@@ -521,7 +521,7 @@ class PhaseBench {
     plan.report_fd = report.write.get();
     std::array<uint64_t, node::internal::kContainPhases> trace{};
     plan.trace = trace.data();
-    std::vector<char> stack(256 * 1024);
+    HANGAR_ASSIGN_OR_RETURN(CloneStack stack, CloneStack::Make(256 * 1024));
     lap(7);
     const uint64_t clone_ns = NowNs();
     int pidfd = -1;
@@ -535,7 +535,7 @@ class PhaseBench {
           [](void* arg) -> int {
             node::internal::RunContained(*static_cast<node::internal::ContainPlan*>(arg));
           },
-          stack.data() + stack.size(),
+          stack.top(),
           CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
               (v.premade_netns ? 0 : CLONE_NEWNET) | SIGCHLD,
           &plan, &pidfd);
@@ -585,7 +585,7 @@ class PhaseBench {
   // Namespace creation alone: clone(VM|VFORK) with the flags, child _exit(0), wait; with
   // `netns_fd` >= 0 the child enters that namespace with setns instead.
   static double CloneNs(uint64_t flags, int netns_fd = -1) {
-    static std::vector<char> stack(64 * 1024);
+    static CloneStack stack = std::move(CloneStack::Make(64 * 1024).value());
     auto t0 = SteadyClock::now();
     pid_t pid = ::clone(
         [](void* arg) -> int {
@@ -593,7 +593,7 @@ class PhaseBench {
           if (fd >= 0 && ::setns(fd, CLONE_NEWNET) != 0) ::_exit(1);
           ::_exit(0);
         },
-        stack.data() + stack.size(), static_cast<int>(flags) | CLONE_VM | CLONE_VFORK | SIGCHLD,
+        stack.top(), static_cast<int>(flags) | CLONE_VM | CLONE_VFORK | SIGCHLD,
         &netns_fd);
     if (pid < 0) return -1;
     int st;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <thread>
+#include <utility>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -256,6 +258,43 @@ Result<std::string> RunChecked(const std::vector<std::string>& argv,
         fmt::format("`{}` failed with {}: {}", fmt::join(argv, " "), r.status.ToString(), err));
   }
   return std::move(r.out);
+}
+
+// --- CloneStack --------------------------------------------------------------------------
+
+Result<CloneStack> CloneStack::Make(size_t bytes) {
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  if (bytes == 0) return Status::InvalidArgument("clone stack of 0 bytes");
+  CloneStack s;
+  s.guard_ = page;
+  s.mapped_ = page + (bytes + page - 1) / page * page;
+  void* p = ::mmap(nullptr, s.mapped_, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return Status::FromErrno(errno, fmt::format("mmap(stack, {})", s.mapped_));
+  s.base_ = p;
+  if (::mprotect(p, page, PROT_NONE) != 0) {
+    return Status::FromErrno(errno, "mprotect(stack guard)");  // ~CloneStack unmaps
+  }
+  return s;
+}
+
+CloneStack::~CloneStack() {
+  if (base_ != nullptr) ::munmap(base_, mapped_);
+}
+
+CloneStack::CloneStack(CloneStack&& o) noexcept
+    : base_(std::exchange(o.base_, nullptr)),
+      mapped_(std::exchange(o.mapped_, 0)),
+      guard_(std::exchange(o.guard_, 0)) {}
+
+CloneStack& CloneStack::operator=(CloneStack&& o) noexcept {
+  if (this != &o) {
+    if (base_ != nullptr) ::munmap(base_, mapped_);
+    base_ = std::exchange(o.base_, nullptr);
+    mapped_ = std::exchange(o.mapped_, 0);
+    guard_ = std::exchange(o.guard_, 0);
+  }
+  return *this;
 }
 
 }  // namespace hangar

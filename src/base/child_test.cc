@@ -1,6 +1,8 @@
 #include "hangar/base/child.h"
 
+#include <sched.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -75,6 +77,56 @@ TEST(ChildTest, RunCommandTimesOut) {
   auto r = RunCommand({"sleep", "30"}, std::chrono::milliseconds(100));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kDeadlineExceeded);
+}
+
+// A CLONE_VM child runs on a CloneStack: it can use the whole stack, and a write into the guard
+// page below it kills the child (SIGSEGV) instead of landing in the parent's memory.
+struct StackProbe {
+  char* target = nullptr;
+  int code = 0;
+};
+
+int RunStackProbe(void* arg) {
+  auto* p = static_cast<StackProbe*>(arg);
+  *reinterpret_cast<volatile char*>(p->target) = 1;
+  return p->code;
+}
+
+Result<ExitStatus> CloneOn(CloneStack& stack, StackProbe& probe) {
+  pid_t pid = ::clone(RunStackProbe, stack.top(), CLONE_VM | CLONE_VFORK | SIGCHLD, &probe);
+  if (pid < 0) return Status::FromErrno(errno, "clone");
+  return Child::Adopt(pid).Wait();
+}
+
+TEST(CloneStackTest, ChildUsesTheWholeStackAndAnOverflowKillsOnlyTheChild) {
+  auto stack = CloneStack::Make(64 << 10);
+  ASSERT_TRUE(stack.ok()) << stack.status().ToString();
+  ASSERT_EQ(static_cast<char*>(stack->top()) - static_cast<char*>(stack->bottom()), 64 << 10);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(stack->top()) % 16, 0u);
+
+  StackProbe deep{static_cast<char*>(stack->bottom()), 7};  // the lowest usable byte
+  auto ok = CloneOn(*stack, deep);
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_TRUE(ok->exited());
+  EXPECT_EQ(ok->code, 7);
+  EXPECT_EQ(*static_cast<char*>(stack->bottom()), 1);  // shared memory: the parent sees it
+
+  StackProbe over{static_cast<char*>(stack->bottom()) - 1, 0};  // the guard page
+  auto killed = CloneOn(*stack, over);
+  ASSERT_TRUE(killed.ok()) << killed.status().ToString();
+  EXPECT_EQ(killed->signal, SIGSEGV);
+}
+
+TEST(CloneStackTest, MovedFromOwnsNothingAndZeroBytesIsAnError) {
+  auto a = CloneStack::Make(4096);
+  ASSERT_TRUE(a.ok());
+  void* top = a->top();
+  CloneStack b = std::move(*a);
+  EXPECT_EQ(a->top(), nullptr);
+  EXPECT_EQ(b.top(), top);
+  auto zero = CloneStack::Make(0);
+  EXPECT_FALSE(zero.ok());
+  EXPECT_EQ(zero.status().code(), Code::kInvalidArgument);
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include <memory>
 #include <thread>
 
+#include "hangar/base/child.h"
 #include "hangar/base/log.h"
 #include "protocol.h"
 
@@ -593,7 +594,7 @@ Result<uint32_t> ProcessManager::Spawn(SpawnRequest req, EventSinkPtr sink, Sink
   // The child's stack until its exec (it runs on envd's memory, not a copy of it: no page
   // tables of the 13-thread envd to copy, nothing to unshare at exec).
   constexpr size_t kChildStack = 64 << 10;
-  auto stack = std::make_unique_for_overwrite<char[]>(kChildStack);
+  HANGAR_ASSIGN_OR_RETURN(CloneStack stack, CloneStack::Make(kChildStack));
   std::weak_ptr<Process> weak = proc;
   HANGAR_ASSIGN_OR_RETURN(
       pid_t pid, reaper_->Spawn(
@@ -604,7 +605,7 @@ Result<uint32_t> ProcessManager::Spawn(SpawnRequest req, EventSinkPtr sink, Sink
                        ::pthread_sigmask(SIG_SETMASK, &all, &old);
                        pid_t p = ::clone(
                            [](void* arg) -> int { RunChild(*static_cast<ChildPlan*>(arg)); },
-                           stack.get() + kChildStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
+                           stack.top(), CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
                        int err = errno;
                        ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
                        errno = err;

@@ -21,6 +21,7 @@
 
 #include <fmt/format.h>
 
+#include "hangar/base/child.h"
 #include "hangar/node/mount.h"
 #include "hangar/node/userns.h"
 
@@ -460,14 +461,14 @@ Result<UniqueFd> MakeSpawnerNamespace(const std::string& scratch_dir) {
   SpawnerHelper h;
   h.plan = &plan;
   constexpr size_t kStack = 64 << 10;
-  auto stack = std::make_unique<char[]>(kStack);
+  HANGAR_ASSIGN_OR_RETURN(CloneStack stack, CloneStack::Make(kStack));
   pid_t pid;
   {
     // No handler of the caller's may run in the helper (it runs on the caller's memory).
     sigset_t all, old;
     sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid = ::clone(RunSpawnerHelper, stack.get() + kStack,
+    pid = ::clone(RunSpawnerHelper, stack.top(),
                   CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_NEWNS | SIGCHLD, &h);
     int err = errno;
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);

@@ -89,7 +89,7 @@ constexpr size_t kHelperStack = 64 * 1024;
 // child shares this process's memory (CLONE_VM on a small stack of its own): no copy of the
 // agent's page tables (measured 7.2 -> 1.0 ms).
 Result<UniqueFd> MakeUserNamespace(const IdRange& range) {
-  std::vector<char> stack(kHelperStack);
+  HANGAR_ASSIGN_OR_RETURN(CloneStack stack, CloneStack::Make(kHelperStack));
   pid_t parent = ::getpid();
   pid_t pid;
   {
@@ -104,7 +104,7 @@ Result<UniqueFd> MakeUserNamespace(const IdRange& range) {
           if (::getppid() != *static_cast<pid_t*>(arg)) return 0;  // the parent already died
           for (;;) ::pause();  // every signal is blocked: only SIGKILL ends it
         },
-        stack.data() + stack.size(), CLONE_NEWUSER | CLONE_VM | SIGCHLD, &parent);
+        stack.top(), CLONE_NEWUSER | CLONE_VM | SIGCHLD, &parent);
   }
   if (pid < 0) return Status::FromErrno(errno, "clone(CLONE_NEWUSER|CLONE_VM)");
   Child holder = Child::Adopt(pid);
@@ -324,12 +324,12 @@ Status RunInSandbox(int init_pidfd, const std::string& hostname, uint64_t tmp_by
   h.hostname = hostname.c_str();
   const std::string tmp = fmt::format("size={}", tmp_bytes);
   h.tmp_options = tmp.c_str();
-  std::vector<char> stack(kHelperStack);
+  HANGAR_ASSIGN_OR_RETURN(CloneStack stack, CloneStack::Make(kHelperStack));
   pid_t pid;
   {
     SignalsBlocked blocked;
     pid =
-        ::clone(RunClaimHelper, stack.data() + stack.size(), CLONE_VM | CLONE_VFORK | SIGCHLD, &h);
+        ::clone(RunClaimHelper, stack.top(), CLONE_VM | CLONE_VFORK | SIGCHLD, &h);
   }
   if (pid < 0) return Status::FromErrno(errno, "clone(CLONE_VM|CLONE_VFORK) claim helper");
   int wstatus = 0;
@@ -1023,7 +1023,7 @@ Status NsDriver::Start(NsSandbox& sb, const SandboxSpec& spec, const storage::Te
 
   // posix_spawn's way (CLONE_VM|CLONE_VFORK): no copy of the agent's page tables; the stack
   // is the child's until its exec, which is when clone returns here.
-  std::vector<char> stack(256 * 1024);
+  HANGAR_ASSIGN_OR_RETURN(CloneStack stack, CloneStack::Make(256 * 1024));
   // A network namespace made ahead (taken last, so that nothing before wastes one); without
   // one the clone makes it. Either way it is this sandbox's alone and dies with it.
   UniqueFd netns = ns_pool ? ns_pool->TakeNetns() : UniqueFd();
@@ -1035,7 +1035,7 @@ Status NsDriver::Start(NsSandbox& sb, const SandboxSpec& spec, const storage::Te
     plan.exec_sigmask = blocked.old();
     pid = ::clone(
         [](void* arg) -> int { internal::RunContained(*static_cast<internal::ContainPlan*>(arg)); },
-        stack.data() + stack.size(),
+        stack.top(),
         CLONE_VM | CLONE_VFORK | CLONE_PIDFD | (spawner_ns_.valid() ? 0 : CLONE_NEWNS) |
             (netns.valid() ? 0 : CLONE_NEWNET) | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
             SIGCHLD,
