@@ -180,7 +180,50 @@ class ServerCore {
 
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
-  std::optional<asio::thread_pool> blocking_pool;
+  // The pool for RouteOptions::blocking handlers: an asio::thread_pool without threads of its
+  // own, joined by threads started on demand (Enter) up to `max_threads`, kept once started.
+  struct BlockingPool {
+    explicit BlockingPool(int max) : pool(0), max_threads(static_cast<size_t>(std::max(max, 1))) {}
+    ~BlockingPool() { Join(); }
+
+    // Before a task is handed to `pool`: one more thread if every thread is busy.
+    void Enter() {
+      std::lock_guard lock(mu);
+      ++busy;
+      if (!joined && busy > threads.size() && threads.size() < max_threads) {
+        threads.emplace_back([this] { pool.attach(); });
+      }
+    }
+    void Leave() {
+      std::lock_guard lock(mu);
+      --busy;
+    }
+    // Runs what was handed over to the end, then the threads return (asio: once the pool's
+    // work count reaches zero its scheduler stops, and attach() returns).
+    void Join() {
+      std::vector<std::thread> started;
+      {
+        std::lock_guard lock(mu);
+        if (joined) return;
+        joined = true;
+        started.swap(threads);
+      }
+      if (started.empty()) {
+        pool.stop();  // nothing ever ran; nothing can be queued without a thread to run it
+      } else {
+        pool.wait();
+      }
+      for (auto& t : started) t.join();
+    }
+
+    asio::thread_pool pool;
+    const size_t max_threads;
+    std::mutex mu;
+    std::vector<std::thread> threads;
+    size_t busy = 0;
+    bool joined = false;
+  };
+  std::optional<BlockingPool> blocking_pool;
   std::optional<asio::basic_socket_acceptor<Protocol>> acceptor;  // on contexts[0]
   std::string unix_path_created;  // the socket file Listen made, removed at Shutdown
   bool is_tcp = true;             // TCP (set TCP_NODELAY on connections) or Unix
@@ -419,9 +462,17 @@ asio::awaitable<Response> Connection::Dispatch(const RouteMatch& match, const Re
   if (!route.options.blocking && !route.options.stream_body) co_return Invoke(route, request);
   // The parent coroutine stays suspended until the pool is done, so the references are valid;
   // Shutdown joins the pool before it stops the I/O loops.
+  ServerCore::BlockingPool& pool = *server_.blocking_pool;
+  pool.Enter();
   co_return co_await asio::co_spawn(
-      server_.blocking_pool->get_executor(),
-      [this, &route, &request]() -> asio::awaitable<Response> { co_return Invoke(route, request); },
+      pool.pool.get_executor(),
+      [this, &route, &request, &pool]() -> asio::awaitable<Response> {
+        struct Leave {
+          ServerCore::BlockingPool& p;
+          ~Leave() { p.Leave(); }
+        } leave{pool};
+        co_return Invoke(route, request);
+      },
       asio::use_awaitable);
 }
 
@@ -762,7 +813,7 @@ Status ServerCore::Start() {
     contexts.clear();
     return status;
   }
-  blocking_pool.emplace(static_cast<size_t>(std::max(opts.blocking_threads, 1)));
+  blocking_pool.emplace(opts.blocking_threads);
   asio::co_spawn(*contexts[0], AcceptLoop(), asio::detached);
   for (auto& ctx : contexts) {
     threads.emplace_back([io = ctx.get()] {
@@ -889,7 +940,7 @@ Status ServerCore::Shutdown(std::chrono::milliseconds grace) {
   if (forced > 0) ForEachConnection([](Connection& c) { c.ForceClose(); });
   // Handlers still running there finish first: a connection awaiting one must not lose its
   // event loop underneath it.
-  blocking_pool->join();
+  blocking_pool->Join();
   {
     std::unique_lock lock(mu);
     cv.wait_for(lock, kForceWait, [&] { return connections.empty(); });

@@ -1,5 +1,6 @@
 #include "hangar/api/server.h"
 
+#include <dirent.h>
 #include <sys/resource.h>
 
 #include <atomic>
@@ -588,6 +589,69 @@ TEST(Server, GracefulShutdownFinishesInFlightRequests) {
   Status s = shutdown.get();
   EXPECT_TRUE(s.ok()) << s.ToString();
   EXPECT_TRUE(server->Shutdown(1s).ok());  // idempotent
+}
+
+// Threads of this process (the test's own, the server's and any helper's).
+size_t ThreadCount() {
+  size_t n = 0;
+  DIR* d = ::opendir("/proc/self/task");
+  if (d == nullptr) return 0;
+  while (struct dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
+  ::closedir(d);
+  return n;
+}
+
+// Blocking threads start on demand, one when every one so far is busy, never more than
+// blocking_threads, and are kept; a server that never blocks starts none.
+TEST(Server, BlockingThreadsStartOnDemandUpToTheLimit) {
+  std::atomic<int> inside{0};
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  Router router;
+  ASSERT_TRUE(router
+                  .Get("/hold",
+                       [&](const Request&) -> Result<Response> {
+                         ++inside;
+                         released.wait();
+                         --inside;
+                         return Response::Text("held");
+                       },
+                       {.blocking = true})
+                  .ok());
+  ASSERT_TRUE(router.Get("/inline", Ok("inline")).ok());
+  ServerOptions o = TestOptions();
+  o.threads = 1;
+  o.blocking_threads = 3;
+  const size_t before = ThreadCount();
+  auto server = StartServer(std::move(router), o);
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(ThreadCount(), before + 1) << "the I/O thread only";
+  {
+    HttpClient client = Client(*server);
+    auto r = client.Get("/inline");
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+  }
+  EXPECT_EQ(ThreadCount(), before + 1) << "no blocking call yet, no blocking thread";
+
+  // Five held at once: three run (the limit), two wait for a thread.
+  std::vector<std::future<Result<ClientResponse>>> calls;
+  for (int i = 0; i < 5; ++i) {
+    calls.push_back(std::async(std::launch::async, [&] { return Client(*server).Get("/hold"); }));
+  }
+  for (int i = 0; i < 500 && inside.load() < 3; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(inside.load(), 3);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(inside.load(), 3) << "never more than blocking_threads at once";
+  release.set_value();
+  for (auto& c : calls) {
+    Result<ClientResponse> r = c.get();
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->body, "held");
+  }
+  EXPECT_EQ(ThreadCount(), before + 1 + 3) << "kept once started";
+  EXPECT_TRUE(server->Shutdown(5s).ok());
+  server.reset();
+  EXPECT_EQ(ThreadCount(), before) << "all joined";
 }
 
 TEST(Server, ShutdownAsksStreamsToEnd) {

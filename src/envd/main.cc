@@ -6,7 +6,8 @@
 //        [--relay-from /run/hangar/envd.sock]  also accept there, relayed to the unix --listen
 //                                              socket (gVisor's host-backed sockets; relay.h)
 //        [--root /] [--default-user user] [--access-token-file F]  (or $ENVD_ACCESS_TOKEN)
-//        [--threads 2] [--blocking-threads 4]    HTTP I/O threads; threads for blocking calls
+//        [--threads 1] [--blocking-threads 4]    HTTP I/O threads; threads for blocking calls
+//                                                (at most; started on demand)
 //        [--env-file F]   the sandbox's environment: NUL-separated NAME=VALUE (microVM guests)
 //   envd [--grow-fs /] [--set-hostname NAME] [--set-clock-ns N] [--seed-rng HEX]
 //        [--reload-token]                    one-shot guest set-up (see guest.h), then exit
@@ -78,11 +79,13 @@ struct Flags {
   std::string log_level = "info";
   std::string log_format = "text";
   bool access_log = false;
-  int threads = 2;
+  // One event loop: envd serves one agent's sandbox; the work that takes time (spawning,
+  // file transfers) runs on the blocking threads. Every thread is paid for at start (a cold
+  // sandbox waits for /health: ~0.2-0.3 ms of clone and first-touched stack each here).
+  int threads = 1;
   // Blocking calls (Connect RPCs, which return once their process is spawned; file transfers,
-  // which hold one for their duration). The server starts them all up front, and they are most
-  // of envd's threads: 4 instead of 8 cuts its start (cold sandboxes wait for /health) and its
-  // idle footprint (every sandbox runs one envd).
+  // which hold one for their duration): at most this many, started on demand by the server
+  // (api::ServerOptions::blocking_threads) — an idle envd has none.
   int blocking_threads = 4;
   std::string relay_from;
   bool version = false;

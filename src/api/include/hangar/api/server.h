@@ -12,7 +12,10 @@
 // Model: `threads` I/O threads, each running its own event loop; a connection lives on one of
 // them for its whole life (so its state needs no locks) and is served by one coroutine.
 // Handlers run on that I/O thread and must not block; routes marked RouteOptions::blocking run
-// on a separate pool of `blocking_threads` instead. Keep-alive and pipelining are supported;
+// on a separate pool of at most `blocking_threads` instead — started on demand (a thread when
+// every one so far is busy) and then kept, so a server that never blocks starts none and a
+// short-lived one (envd in a sandbox that just started) does not pay for them up front.
+// Keep-alive and pipelining are supported;
 // streamed responses use chunked transfer encoding (see http.h).
 //
 // Limits and what the client sees (every error uses the body of error.h):
@@ -56,7 +59,7 @@ struct ServerOptions {
   // (the descriptor is closed at Shutdown, or at once if Start fails).
   int listen_fd = -1;
   int threads = 0;  // I/O threads; 0: one per hardware thread
-  int blocking_threads = 8;
+  int blocking_threads = 8;  // at most; started on demand
   size_t max_header_bytes = 16 * 1024;
   size_t max_body_bytes = 16 * 1024 * 1024;
   std::chrono::milliseconds read_timeout{30'000};
