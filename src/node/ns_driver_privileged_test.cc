@@ -166,7 +166,6 @@ class NsDriverTest : public ::testing::Test {
     o.init_args = std::move(init_args);
     o.wait_for_envd = false;
     o.disk_pool.targets = {{64, 1}};
-    o.userns_pool = 2;  // opt-in in the driver; these tests cover it
     if (tweak_) tweak_(o);
     auto d = NewNsDriver(o);
     ASSERT_TRUE(d.ok()) << d.status().ToString();

@@ -203,8 +203,9 @@ void SecurityTest::BuildTemplate(const std::string& name,
   EXPECT_GE(info->setuid_files, 1u);
 }
 
-void SecurityTest::OpenDriver() {
+void SecurityTest::OpenDriver(std::optional<size_t> userns_pool) {
   NsDriverOptions o;
+  if (userns_pool) o.userns_pool = *userns_pool;
   o.data_dir = data_;
   o.templates = &*store_;
   o.cgroups = cgroups_.get();

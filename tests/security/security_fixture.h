@@ -60,7 +60,9 @@ class SecurityTest : public ::testing::Test {
   // A template with the probe; `extra` maps host files to paths inside (copied, mode kept).
   void BuildTemplate(const std::string& name,
                      const std::vector<std::pair<std::string, std::string>>& extra = {});
-  void OpenDriver();
+  // `userns_pool`: the driver's pool of user namespaces (its default; 0 when a test must know
+  // the sandbox's uid range before the sandbox exists).
+  void OpenDriver(std::optional<size_t> userns_pool = std::nullopt);
 
   SandboxSpec Spec(const std::string& id, const std::string& mode,
                    std::map<std::string, std::string> env = {});

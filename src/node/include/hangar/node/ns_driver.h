@@ -20,7 +20,7 @@
 // sandbox id is the hostname (uname, /proc/sys/kernel/hostname); it is not in the environment,
 // so a pre-started sandbox and a cold one look the same inside.
 //
-// Namespace pool (NsDriverOptions::netns_pool: 4 by default; userns_pool: 0, opt-in): a background
+// Namespace pool (NsDriverOptions::netns_pool: 4 by default; userns_pool: 2): a background
 // thread makes network namespaces (loopback up) and user namespaces (each with its uid range
 // leased under an internal owner name, "nspool-<hex>") ahead, off the start path; a cold
 // Create takes one of each when ready (else makes its own, as without a pool). Warm pool slots,
@@ -142,10 +142,9 @@ struct NsDriverOptions {
   bool premount_disks = true;
   // Namespaces kept ready for cold starts (see the header comment; 0: made at Create). Each
   // pooled user namespace holds one uid range of `ids` while it waits, so the range a sandbox
-  // gets is no longer the lowest free one — opt-in (tests/security's host-process test assumes
-  // the first sandbox gets range 0; the benchmarks run with 2).
+  // gets is not necessarily the lowest free one (read it from Info().uid_base).
   size_t netns_pool = 4;
-  size_t userns_pool = 0;
+  size_t userns_pool = 2;
 };
 
 // Opens the driver: first recovers what a previous run left in data_dir (adopting whole
