@@ -37,6 +37,7 @@
 #include "hangar/base/log.h"
 #include "hangar/base/mount.h"
 #include "hangar/base/tempdir.h"
+#include "hangar/node/sandbox_storage.h"
 #include "hangar/storage/disk.h"
 #include "hangar/storage/recovery.h"
 #include "hangar/storage/template_store.h"
@@ -1381,21 +1382,7 @@ Status NsSandbox::Destroy() {
   };
   keep(rootfs_.Unmount());
   keep(lower_.Unmount());
-  // The root rule goes before the loop device does: a reused number must not inherit it.
-  if (root_io_rule_) {
-    keep(driver_->cgroups().SetRootDeviceLimit({static_cast<uint32_t>(major(*root_io_rule_)),
-                                                static_cast<uint32_t>(minor(*root_io_rule_)), 0, 0,
-                                                0, 0}));
-    root_io_rule_.reset();
-  }
-  keep(disk_.Destroy());
-  // Anything else still mounted below the directory (an interrupted earlier run).
-  if (auto left = MountsUnder(paths_.dir); left.ok()) {
-    for (const auto& m : *left) {
-      ScopedMount owned(m);
-      keep(owned.Unmount());
-    }
-  }
+  keep(ReleaseSandboxStorage(driver_->cgroups(), root_io_rule_, disk_, paths_.dir));
   userns_.Reset();
   if (range_) {
     keep(driver_->ids().Release(range_->slot));

@@ -29,6 +29,7 @@
 #include "hangar/base/tempdir.h"
 #include "hangar/gvisor/bundle.h"
 #include "hangar/node/cgroup.h"
+#include "hangar/node/sandbox_storage.h"
 #include "hangar/storage/disk.h"
 #include "hangar/storage/recovery.h"
 #include "hangar/storage/template_store.h"
@@ -661,19 +662,7 @@ Status GvisorSandbox::Destroy() {
     if (first.ok() && !s.ok()) first = std::move(s);
   };
   keep(rootfs_.Unmount());
-  if (root_io_rule_) {
-    keep(driver_->cgroups().SetRootDeviceLimit({static_cast<uint32_t>(major(*root_io_rule_)),
-                                                static_cast<uint32_t>(minor(*root_io_rule_)), 0, 0,
-                                                0, 0}));
-    root_io_rule_.reset();
-  }
-  keep(disk_.Destroy());
-  if (auto left = MountsUnder(paths_.dir); left.ok()) {
-    for (const auto& m : *left) {
-      ScopedMount owned(m);
-      keep(owned.Unmount());
-    }
-  }
+  keep(ReleaseSandboxStorage(driver_->cgroups(), root_io_rule_, disk_, paths_.dir));
   keep(RemoveTree(paths_.dir));
   destroyed_ = true;
   info_.state = SandboxState::kStopped;
