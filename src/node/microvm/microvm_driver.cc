@@ -49,6 +49,9 @@ constexpr char kGuestEnvd[] = "/.hangar/envd";
 constexpr char kGuestTokenFile[] = "/.hangar/run/token";
 // Warm pool slots: a '-' makes the name an invalid sandbox id, so a slot never collides with one.
 constexpr std::string_view kSlotPrefix = "pool-";
+// Unfinished snapshot builds: upper case, which no template name (the prefix of a finished
+// snapshot's directory) can start with; also a valid cgroup name and guest hostname.
+constexpr char kSnapshotBuildPrefix[] = "Building-";
 
 bool IsSlotName(std::string_view name) { return name.rfind(kSlotPrefix, 0) == 0; }
 
@@ -697,7 +700,7 @@ Status MicroVmDriver::PrepareSnapshot(const std::string& template_name, int vcpu
   std::lock_guard lock(snapshot_mu_);
   const std::string dir = SnapshotDir(base, vcpus, memory_mb);
   if (Exists(dir + "/state.bin")) return Status::Ok();
-  const std::string name = "snap" + RandomHex(6);
+  const std::string name = std::string(kSnapshotBuildPrefix) + RandomHex(6);
   Vm vm;
   vm.paths = Paths(snapshots_dir_, name);
   vm.cgroup = name;
@@ -1155,7 +1158,7 @@ Status MicroVmDriver::Open() {
       if (!adopted_cgroups.count(g)) (void)o_.cgroups->KillAndRemove(g);
     }
   }
-  // Unfinished snapshot builds ("snap…" directories; finished ones are named by their key),
+  // Unfinished snapshot builds ("Building-…" directories; finished ones are named by their key),
   // and snapshots of another VM layout (devices, kernel, QEMU: see VmLayoutKey), which could
   // only fail to restore or, worse, restore into a VM that differs from what the node believes.
   if (DIR* d = ::opendir(snapshots_dir_.c_str())) {
@@ -1166,11 +1169,12 @@ Status MicroVmDriver::Open() {
       if (n == "." || n == "..") continue;
       const bool stale = n.size() < current.size() ||
                          n.substr(n.size() - current.size()) != std::string_view(current);
-      if (n.rfind("snap", 0) == 0 || stale) left.push_back(std::string(n));
+      const bool unfinished = n.rfind(kSnapshotBuildPrefix, 0) == 0;
+      if (unfinished || stale) left.push_back(std::string(n));
     }
     ::closedir(d);
     for (const std::string& n : left) {
-      if (n.rfind("snap", 0) != 0) {
+      if (n.rfind(kSnapshotBuildPrefix, 0) != 0) {
         log::Info("microvm snapshot of another VM layout removed", {{"snapshot", n}});
       }
       (void)RemoveTree(snapshots_dir_ + "/" + n);

@@ -803,5 +803,29 @@ TEST_F(MicroVmTest, SnapshotsOfAnotherVmLayoutAreRemovedAtOpen) {
   EXPECT_EQ(left, current);
 }
 
+// A template whose name starts like the old prefix of unfinished builds ("snap") keeps its
+// finished snapshot across a reopen: only "Building-…" directories are unfinished ones.
+TEST_F(MicroVmTest, SnapshotOfATemplateNamedSnapSurvivesReopen) {
+  auto tmpl = store_->ImportTarball("snapshots", tmp_->path() + "/tmpl.tar");
+  ASSERT_TRUE(tmpl.ok()) << tmpl.status().ToString();
+  const std::string snaps = tmp_->path() + "/data/snapshots";
+  auto d = Open();
+  ASSERT_NE(d, nullptr);
+  ASSERT_TRUE(PrepareSnapshot(*d, "snapshots", 1, 256).ok());
+  std::vector<std::string> built = NamesWith(snaps, "snapshots-");
+  ASSERT_EQ(built.size(), 1u);
+  EXPECT_TRUE(NamesWith(snaps, "Building-").empty()) << "the build's directory was renamed";
+  d.reset();
+  ASSERT_TRUE(MakeDirs(snaps + "/Building-00aa11").ok());  // as a crash mid-build leaves it
+  d = Open();
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(NamesWith(snaps, "snapshots-"), built);
+  EXPECT_TRUE(::access((snaps + "/" + built[0] + "/state.bin").c_str(), F_OK) == 0);
+  EXPECT_TRUE(NamesWith(snaps, "Building-").empty()) << "an unfinished build survived Open";
+  d.reset();
+  ASSERT_TRUE(RemoveTree(snaps + "/" + built[0]).ok());
+  ASSERT_TRUE(store_->Remove("snapshots").ok());
+}
+
 }  // namespace
 }  // namespace hangar::microvm
