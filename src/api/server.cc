@@ -17,6 +17,7 @@
 #include <limits>
 #include <mutex>
 #include <optional>
+#include <system_error>
 #include <thread>
 #include <unordered_set>
 #include <utility>
@@ -186,13 +187,24 @@ class ServerCore {
     explicit BlockingPool(int max) : pool(0), max_threads(static_cast<size_t>(std::max(max, 1))) {}
     ~BlockingPool() { Join(); }
 
-    // Before a task is handed to `pool`: one more thread if every thread is busy.
-    void Enter() {
+    // Before a task is handed to `pool`: one more thread if every thread is busy. False (and
+    // the task not counted) when there is no thread at all and none can be started — e.g.
+    // envd in a sandbox whose processes used up its pids limit: the caller answers 503
+    // instead of queueing a task nothing would ever run. A task queued behind busy threads
+    // while no new one can start simply waits for one.
+    bool Enter() {
       std::lock_guard lock(mu);
-      ++busy;
-      if (!joined && busy > threads.size() && threads.size() < max_threads) {
-        threads.emplace_back([this] { pool.attach(); });
+      if (!joined && busy >= threads.size() && threads.size() < max_threads) {
+        try {
+          threads.emplace_back([this] { pool.attach(); });
+        } catch (const std::system_error& e) {
+          log::Warn("http server: cannot start a thread for blocking calls",
+                    {{"threads", threads.size()}, {"error", e.what()}});
+          if (threads.empty()) return false;
+        }
       }
+      ++busy;
+      return true;
     }
     void Leave() {
       std::lock_guard lock(mu);
@@ -463,7 +475,11 @@ asio::awaitable<Response> Connection::Dispatch(const RouteMatch& match, const Re
   // The parent coroutine stays suspended until the pool is done, so the references are valid;
   // Shutdown joins the pool before it stops the I/O loops.
   ServerCore::BlockingPool& pool = *server_.blocking_pool;
-  pool.Enter();
+  if (!pool.Enter()) {
+    co_return ErrorResponse(Status::Unavailable(
+        "no thread to run " + route.method + " " + route.pattern +
+        ": the server cannot start one (process or memory limit reached); retry later"));
+  }
   co_return co_await asio::co_spawn(
       pool.pool.get_executor(),
       [this, &route, &request, &pool]() -> asio::awaitable<Response> {

@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <future>
@@ -652,6 +654,42 @@ TEST(Server, BlockingThreadsStartOnDemandUpToTheLimit) {
   EXPECT_TRUE(server->Shutdown(5s).ok());
   server.reset();
   EXPECT_EQ(ThreadCount(), before) << "all joined";
+}
+
+// When no thread for blocking calls exists and none can be started (envd in a sandbox whose
+// processes used up its pids limit), a blocking route answers 503 naming the problem instead of
+// queueing the call forever; routes that do not block still work. Real limit: RLIMIT_NPROC as
+// an unprivileged user, in a child process.
+TEST(Server, BlockingRouteWithoutAThreadIs503) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (to become an unprivileged user)";
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) _exit(10);
+    Router router;
+    if (!router.Get("/block", Ok("blocked"), {.blocking = true}).ok()) _exit(11);
+    if (!router.Get("/inline", Ok("inline")).ok()) _exit(12);
+    ServerOptions o = TestOptions();
+    o.threads = 1;
+    o.blocking_threads = 2;
+    Server server(o, std::move(router));
+    if (!server.Start().ok()) _exit(13);
+    rlimit one{1, 1};  // this user already has more processes than that: no thread can start
+    if (::setrlimit(RLIMIT_NPROC, &one) != 0) _exit(14);
+    Result<HttpClient> client = HttpClient::Create(BaseUrl(server));
+    if (!client.ok()) _exit(15);
+    Result<ClientResponse> b = client->Get("/block");
+    if (!b.ok() || b->status != 503) _exit(16);
+    if (b->body.find("no thread to run GET /block") == std::string::npos) _exit(17);
+    Result<ClientResponse> i = client->Get("/inline");
+    if (!i.ok() || i->status != 200 || i->body != "inline") _exit(18);
+    (void)server.Shutdown(2s);
+    _exit(0);
+  }
+  int st = 0;
+  ASSERT_EQ(::waitpid(pid, &st, 0), pid);
+  ASSERT_TRUE(WIFEXITED(st)) << "child died: " << st;
+  EXPECT_EQ(WEXITSTATUS(st), 0) << "failed at step " << WEXITSTATUS(st);
 }
 
 TEST(Server, ShutdownAsksStreamsToEnd) {
