@@ -113,6 +113,33 @@ struct HttpClient::Impl {
     return Status::Unavailable(Describe(method, path) + ": " + ec.message());
   }
 
+  // One read of body bytes into [data, data + size), waiting at most `idle_timeout` for them
+  // (0: no bound): how many arrived — 0 when the read only consumed framing (chunk headers).
+  // A silent peer is DeadlineExceeded; the connection is dropped on any error.
+  Result<size_t> ReadSomeBody(http::response_parser<http::buffer_body>& parser, char* data,
+                              size_t size, std::chrono::milliseconds idle_timeout,
+                              std::string_view method, std::string_view path) {
+    parser.get().body().data = data;
+    parser.get().body().size = size;
+    if (idle_timeout.count() > 0) {
+      stream->expires_after(idle_timeout);
+    } else {
+      stream->expires_never();
+    }
+    error_code ec =
+        Run([&](auto handler) { http::async_read_some(*stream, buffer, parser, std::move(handler)); });
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      if (ec == beast::error::timeout && !abort->aborted.load()) {
+        Disconnect();
+        return Status::DeadlineExceeded(Describe(method, path) + ": no data for " +
+                                        std::to_string(idle_timeout.count()) + " ms");
+      }
+      return TransportError(method, path, ec);
+    }
+    return size - parser.get().body().size;
+  }
+
   void Disconnect() {
     body_parser.reset();
     close_after_body = false;
@@ -370,26 +397,8 @@ Status HttpClient::Stream(std::string_view method, std::string_view path, std::s
   parser.body_limit(boost::none);
   char piece[16 * 1024];
   while (!parser.is_done()) {
-    parser.get().body().data = piece;
-    parser.get().body().size = sizeof(piece);
-    if (idle_timeout.count() > 0) {
-      d.stream->expires_after(idle_timeout);
-    } else {
-      d.stream->expires_never();
-    }
-    error_code ec = d.Run([&](auto handler) {
-      http::async_read_some(*d.stream, d.buffer, parser, std::move(handler));
-    });
-    if (ec == http::error::need_buffer) ec = {};
-    if (ec) {
-      if (ec == beast::error::timeout) {
-        d.Disconnect();
-        return Status::DeadlineExceeded(d.Describe(method, path) + ": no data for " +
-                                        std::to_string(idle_timeout.count()) + " ms");
-      }
-      return d.TransportError(method, path, ec);
-    }
-    size_t n = sizeof(piece) - parser.get().body().size;
+    HANGAR_ASSIGN_OR_RETURN(size_t n,
+                            d.ReadSomeBody(parser, piece, sizeof(piece), idle_timeout, method, path));
     if (n == 0) continue;
     Status s = on_data(std::string_view(piece, n));
     if (!s.ok()) {
@@ -492,27 +501,8 @@ Result<size_t> HttpClient::ReadBody(char* buffer, size_t size,
   std::string method = d.open_method;
   std::string path = d.open_path;
   while (!d.body_parser->is_done()) {
-    auto& parser = *d.body_parser;
-    parser.get().body().data = buffer;
-    parser.get().body().size = size;
-    if (idle_timeout.count() > 0) {
-      d.stream->expires_after(idle_timeout);
-    } else {
-      d.stream->expires_never();
-    }
-    error_code ec = d.Run([&](auto handler) {
-      http::async_read_some(*d.stream, d.buffer, parser, std::move(handler));
-    });
-    if (ec == http::error::need_buffer) ec = {};
-    if (ec) {
-      if (ec == beast::error::timeout && !d.abort->aborted.load()) {
-        d.Disconnect();
-        return Status::DeadlineExceeded(d.Describe(method, path) + ": no data for " +
-                                        std::to_string(idle_timeout.count()) + " ms");
-      }
-      return d.TransportError(method, path, ec);
-    }
-    size_t n = size - parser.get().body().size;
+    HANGAR_ASSIGN_OR_RETURN(size_t n,
+                            d.ReadSomeBody(*d.body_parser, buffer, size, idle_timeout, method, path));
     if (n > 0) return n;
   }
   bool keep = d.body_parser->get().keep_alive() && !d.close_after_body;
