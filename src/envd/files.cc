@@ -24,12 +24,12 @@
 
 #include <algorithm>
 #include <ctime>
-#include <random>
 #include <thread>
 
 #include "entry.h"
 #include "hangar/api/json.h"
 #include "hangar/base/log.h"
+#include "hangar/base/random.h"
 #include "protocol.h"
 #include "service.h"
 #include "sha256.h"
@@ -129,15 +129,6 @@ class PartSource final : public BodySource {
  private:
   MultipartReader* parts_;
 };
-
-std::string RandomSuffix() {
-  static std::mt19937_64 rng{std::random_device{}()};
-  static std::mutex mu;
-  std::lock_guard lock(mu);
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
-  return buf;
-}
 
 }  // namespace
 
@@ -286,7 +277,7 @@ Result<nlohmann::json> Service::WriteOneFile(const std::string& requested, const
       S_ISREG(old.st_mode)) {
     mode = old.st_mode & 07777;
   }
-  std::string tmp = "." + dir.name + ".envd-" + RandomSuffix();
+  std::string tmp = "." + dir.name + ".envd-" + RandomHex(8);
   int fd = ::openat(dir.dir.get(), tmp.c_str(),
                     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return Status::FromErrno(errno, "open(" + parent + "/" + tmp + ")");
