@@ -137,38 +137,6 @@ void ExpectAllowed(const ProbeOutput& o, const std::string& name) {
   EXPECT_EQ(o.Result(name), "allowed") << o.Get(name).dump();
 }
 
-std::vector<pid_t> ProcessesMentioning(const std::string& needle) {
-  std::vector<pid_t> out;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    auto cmd = ReadFile(e.path().string() + "/cmdline");
-    if (!cmd.ok()) continue;
-    std::replace(cmd->begin(), cmd->end(), '\0', ' ');
-    if (cmd->find(needle) != std::string::npos) out.push_back(std::stoi(name));
-  }
-  return out;
-}
-
-std::vector<std::string> CgroupDirsOf(const std::string& root) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  auto add = [&](const std::filesystem::path& dir) {
-    for (const auto& g : std::filesystem::directory_iterator(dir / root, ec)) {
-      if (g.is_directory(ec)) out.push_back(g.path().string());
-    }
-  };
-  if (::access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0) {
-    add("/sys/fs/cgroup");
-    return out;
-  }
-  for (const auto& h : std::filesystem::directory_iterator("/sys/fs/cgroup", ec)) {
-    if (!h.is_symlink(ec)) add(h.path());
-  }
-  return out;
-}
-
 std::vector<std::string> HostMountPoints() {
   std::vector<std::string> out;
   std::istringstream in(ReadFile("/proc/self/mountinfo").value_or(""));

@@ -24,6 +24,7 @@
 
 #include "hangar/base/status.h"
 #include "hangar/node/sandbox.h"
+#include "hangar/node/testing/host_checks.h"
 #include "hangar/storage/template_store.h"
 #include "security_fixture.h"
 
@@ -60,10 +61,10 @@ void ExpectDenied(const ProbeOutput& o, const std::string& name,
                   std::initializer_list<const char*> errnos = {});
 void ExpectAllowed(const ProbeOutput& o, const std::string& name);
 
-// Host processes whose command line contains `needle`.
-std::vector<pid_t> ProcessesMentioning(const std::string& needle);
-// Cgroup directories below `root` in every hierarchy (v1 or v2).
-std::vector<std::string> CgroupDirsOf(const std::string& root);
+// Host processes whose command line contains `needle`; cgroup directories below `root` in
+// every hierarchy (v1 or v2).
+using node::testing::CgroupDirsOf;
+using node::testing::ProcessesMentioning;
 // The host's mount table (/proc/self/mountinfo) for before/after checks: its real file trees
 // only (not /proc, /sys, /dev, /run, /tmp, /var/tmp, /mnt, which others on a shared host change).
 std::vector<std::string> HostMountPoints();

@@ -26,6 +26,7 @@
 #include "hangar/envd/client.h"
 #include "hangar/gvisor/gvisor_driver.h"
 #include "hangar/node/testing/busybox_template.h"
+#include "hangar/node/testing/host_checks.h"
 #include "hangar/storage/template_store.h"
 
 namespace hangar::gvisor {
@@ -47,34 +48,8 @@ int CountLoopDevicesUnder(const std::string& dir) {
   return n;
 }
 
-// Host processes whose command line mentions `needle` (runsc, runsc-sandbox, runsc-gofer all
-// carry --root=<data>/runsc).
-std::vector<pid_t> ProcessesMentioning(const std::string& needle) {
-  std::vector<pid_t> out;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    auto cmd = ReadFile(e.path().string() + "/cmdline");
-    if (!cmd.ok()) continue;
-    std::replace(cmd->begin(), cmd->end(), '\0', ' ');
-    if (cmd->find(needle) != std::string::npos) out.push_back(std::stoi(name));
-  }
-  return out;
-}
-
-// Cgroup directories named `name` under `root` in any hierarchy.
-std::vector<std::string> CgroupDirsOf(const std::string& root) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  for (const auto& h : std::filesystem::directory_iterator("/sys/fs/cgroup", ec)) {
-    if (h.is_symlink(ec)) continue;
-    for (const auto& g : std::filesystem::directory_iterator(h.path() / root, ec)) {
-      if (g.is_directory(ec)) out.push_back(g.path().string());
-    }
-  }
-  return out;
-}
+using node::testing::CgroupDirsOf;
+using node::testing::ProcessesMentioning;
 
 struct Ran {
   int code = -1;
